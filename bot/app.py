@@ -1,0 +1,204 @@
+"""The composition root: the one place where things are built and wired.
+
+`create_app(settings)` serves both `python -m bot run` and the tests. Each resource is opened
+and closed in a cleanup context, in order: database, writer, senders, outbox worker,
+channels, scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram import Bot
+from telegram.error import TelegramError
+
+from bot.channels.sms import STATUS_PATH, TwilioSender, TwilioWebhooks
+from bot.channels.telegram import (
+    TelegramPoller,
+    TelegramSender,
+    TelegramWebhook,
+    make_bot,
+    register_webhook,
+)
+from bot.config import Settings
+from bot.crypto import Cipher
+from bot.intake import Intake
+from bot.outbox import OutboxWorker, Sender
+from bot.spool import Spool
+from bot.storage.database import ensure_schema, make_engine
+from bot.storage.writer import Writer
+from handlers.inbound import InboundDeps
+from handlers.keywords import EmergencyMatcher
+from schedules import register_jobs
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    """Everything the running app holds, typed, for routes, jobs and tests."""
+
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    cipher: Cipher
+    writer: Writer
+    worker: OutboxWorker
+    intake: Intake
+    spool: Spool
+    senders: dict[str, Sender] = field(default_factory=dict)
+    telegram_bot: Bot | None = None
+    scheduler: AsyncIOScheduler | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
+    """Builds the object graph; opens nothing. Resources are opened in cleanup contexts."""
+    cipher = Cipher.from_env_value(settings.encryption_key.reveal())
+    engine = make_engine(settings.database.url)
+    writer = Writer(engine)
+    senders: dict[str, Sender] = {}
+    rates = {"sms": settings.sms.max_per_second, "telegram": settings.telegram.max_per_second}
+    worker = OutboxWorker(writer, cipher, senders, rates, settings.outbox, clock)
+    writer.on_commit = worker.wake
+    deps = InboundDeps(
+        cipher=cipher,
+        hours=settings.hours,
+        templates=settings.replies,
+        emergency=EmergencyMatcher(
+            [p for phrases in settings.emergency_phrases.values() for p in phrases]
+        ),
+    )
+    spool = Spool(settings.database.spool_dir, cipher)
+    intake = Intake(writer, deps, spool, clock, settings.database.write_timeout_seconds)
+    services = Services(settings, clock, engine, cipher, writer, worker, intake, spool, senders)
+    if settings.telegram.enabled:
+        services.telegram_bot = make_bot(settings.telegram)
+    return services
+
+
+def create_app(settings: Settings, clock: Clock = utc_now) -> web.Application:
+    services = build_services(settings, clock)
+    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    app[SERVICES] = services
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    if settings.sms.enabled:
+        sms = TwilioWebhooks(settings.sms, settings.server.public_url, services.intake,
+                             services.writer, clock)
+        app.router.add_routes(sms.routes())
+    if services.telegram_bot is not None and settings.telegram.mode == "webhook":
+        hook = TelegramWebhook(services.telegram_bot, settings.telegram, services.intake, clock)
+        app.router.add_routes(hook.routes())
+    app.cleanup_ctx.extend([_database, _sms_sender, _telegram, _outbox, _scheduler])
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    await ensure_schema(services.engine)
+    services.writer.start()
+    log.info("database_ready", extra={"backend": services.engine.dialect.name})
+    yield
+    await services.writer.stop()
+    await services.engine.dispose()
+
+
+async def _sms_sender(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    settings = services.settings
+    if not settings.sms.enabled:
+        log.info("channel_disabled", extra={"channel": "sms"})
+        yield
+        return
+    sender = TwilioSender(settings.sms, settings.server.public_url + STATUS_PATH,
+                          timeout=settings.outbox.send_timeout_seconds)
+    services.senders["sms"] = sender
+    log.info("channel_enabled", extra={"channel": "sms"})
+    yield
+    await sender.close()
+
+
+async def _telegram(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    settings = services.settings
+    bot = services.telegram_bot
+    if bot is None:
+        log.info("channel_disabled", extra={"channel": "telegram"})
+        yield
+        return
+    services.senders["telegram"] = TelegramSender(bot)
+    try:
+        await bot.initialize()
+        if settings.telegram.mode == "webhook":
+            await register_webhook(bot, settings.server.public_url, settings.telegram)
+        else:
+            poller = TelegramPoller(bot, services.intake, services.clock)
+            services.tasks.append(asyncio.create_task(poller.run(), name="telegram-poller"))
+    except TelegramError as exc:
+        # Start anyway: SMS may still work, and the outbox retries Telegram sends.
+        log.error("telegram_start_failed", extra={"error": type(exc).__name__})
+    log.info("channel_enabled", extra={"channel": "telegram", "mode": settings.telegram.mode})
+    yield
+    for task in services.tasks:
+        task.cancel()
+    await asyncio.gather(*services.tasks, return_exceptions=True)
+    services.tasks.clear()
+    try:
+        await bot.shutdown()
+    except TelegramError:
+        pass
+
+
+async def _outbox(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    services.worker.start()
+    yield
+    await services.worker.stop()
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    scheduler = AsyncIOScheduler(timezone=services.settings.hours.timezone)
+    register_jobs(scheduler, services)
+    scheduler.start()
+    services.scheduler = scheduler
+    # Whatever waited in the spool from a previous run is taken in now, not in a minute.
+    await services.intake.drain_spool()
+    yield
+    scheduler.shutdown(wait=False)
+    services.scheduler = None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    checks = {"outbox_worker": services.worker.alive, "writer": services.writer.alive}
+    try:
+        async with services.engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("SELECT 1")), 2)
+        checks["database"] = True
+    except Exception:
+        checks["database"] = False
+    checks["spool_empty"] = len(services.spool) == 0
+    ready = checks["outbox_worker"] and checks["writer"] and checks["database"]
+    return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)

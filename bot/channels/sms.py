@@ -1,0 +1,169 @@
+"""SMS through Twilio: the signed webhooks in, and the sender out.
+
+Verify, then parse: nothing is read from a request until its X-Twilio-Signature checks out
+against the configured public URL plus the request's path and query.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from aiohttp import ClientError, web
+from multidict import MultiDictProxy
+from twilio.base.exceptions import TwilioRestException
+from twilio.request_validator import RequestValidator, get_signature_algorithm
+from twilio.rest import Client
+from twilio.twiml.messaging_response import MessagingResponse
+
+from bot.channels.twilio_http import RedirectingTwilioHttpClient
+from bot.config import SmsSettings
+from bot.domain import Channel, InboundMessage, PermanentSendError, TemporarySendError
+from bot.intake import Intake, SpoolFailed, Taken
+from bot.storage.writer import Writer
+from handlers.delivery import record_delivery
+
+log = logging.getLogger(__name__)
+INBOUND_PATH = "/webhooks/twilio/sms"
+STATUS_PATH = "/webhooks/twilio/status"
+TWIML = "application/xml"
+# Twilio error codes that will not change on a retry. 21610: the recipient replied STOP.
+OPTED_OUT_CODES = {21610}
+PERMANENT_CODES = {21211, 21408, 21612, 21614, 30003, 30004, 30005, 30006}
+MAX_SID = 64
+
+
+class SignatureInvalid(Exception):
+    pass
+
+
+class TwilioWebhooks:
+    def __init__(
+        self,
+        settings: SmsSettings,
+        public_url: str,
+        intake: Intake,
+        writer: Writer,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._validator = RequestValidator(settings.auth_token.reveal())
+        self._public_url = public_url
+        self._intake = intake
+        self._writer = writer
+        self._clock = clock
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(INBOUND_PATH, self.inbound), web.post(STATUS_PATH, self.status)]
+
+    async def _verified_form(self, request: web.Request) -> MultiDictProxy[str]:
+        if request.content_type != "application/x-www-form-urlencoded":
+            raise web.HTTPUnsupportedMediaType(text="expected a form body")
+        body = await request.read()
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise web.HTTPBadRequest(text="body is not UTF-8") from None
+        form = await request.post()
+        url = self._public_url + request.rel_url.path_qs
+        signature = request.headers.get("X-Twilio-Signature", "")
+        algorithm = get_signature_algorithm(
+            request.headers.get("X-Twilio-Webhooks-Signature-Settings", "")
+        )
+        if not signature or not self._validator.validate(url, form, signature, algorithm):
+            log.warning("twilio_signature_invalid", extra={"path": request.path})
+            raise web.HTTPForbidden(text="invalid signature")
+        return form  # type: ignore[return-value]
+
+    async def inbound(self, request: web.Request) -> web.Response:
+        form = await self._verified_form(request)
+        msg = parse_inbound(form, self._clock())
+        try:
+            taken = await self._intake.take(msg)
+        except SpoolFailed:
+            taken = Taken.SPOOLED  # lost to us, but the contact still gets the safety text
+        twiml = MessagingResponse()
+        if taken is Taken.SPOOLED:
+            text = self._intake.fallback_text(msg)
+            if text:
+                twiml.message(text)
+        # Normal replies go out through the outbox; the webhook answer stays empty.
+        return web.Response(text=str(twiml), content_type=TWIML)
+
+    async def status(self, request: web.Request) -> web.Response:
+        form = await self._verified_form(request)
+        sid = _required(form, "MessageSid")
+        status = _required(form, "MessageStatus").lower()
+        error_code = form.get("ErrorCode") or None
+        now = self._clock()
+        await self._writer.run(lambda s: record_delivery(s, sid, status, error_code, now))
+        return web.Response(text=str(MessagingResponse()), content_type=TWIML)
+
+
+def _required(form: MultiDictProxy[str], name: str) -> str:
+    value = form.get(name, "")
+    if not isinstance(value, str) or not value.strip():
+        raise web.HTTPBadRequest(text=f"missing field {name}")
+    if name.endswith("Sid") and len(value) > MAX_SID:
+        raise web.HTTPBadRequest(text=f"field {name} is too long")
+    return value.strip()
+
+
+def parse_inbound(form: MultiDictProxy[str], received_at: datetime) -> InboundMessage:
+    """Only what the flow needs. Location fields (FromCity, FromZip, ...) are never read."""
+    sid = _required(form, "MessageSid") if "MessageSid" in form else _required(form, "SmsSid")
+    try:
+        media = int(form.get("NumMedia", "0") or 0)
+    except (TypeError, ValueError):
+        raise web.HTTPBadRequest(text="NumMedia must be a number") from None
+    body = form.get("Body", "")
+    return InboundMessage(
+        channel=Channel.SMS,
+        address=_required(form, "From"),
+        provider_id=sid,
+        text=body if isinstance(body, str) else "",
+        media_count=max(media, 0),
+        received_at=received_at,
+    )
+
+
+class TwilioSender:
+    """Sends with the real twilio SDK. Build inside the running loop; close on shutdown."""
+
+    def __init__(self, settings: SmsSettings, status_callback_url: str, timeout: float) -> None:
+        base = None if settings.api_base_url == "https://api.twilio.com" else settings.api_base_url
+        self._http = RedirectingTwilioHttpClient(base, timeout=timeout)
+        self._client = Client(
+            settings.account_sid, settings.auth_token.reveal(), http_client=self._http
+        )
+        self._origin = (
+            {"messaging_service_sid": settings.messaging_service_sid}
+            if settings.messaging_service_sid
+            else {"from_": settings.from_number}
+        )
+        self._status_callback = status_callback_url
+
+    async def send(self, address: str, text: str) -> str:
+        try:
+            message = await self._client.messages.create_async(
+                to=address, body=text, status_callback=self._status_callback, **self._origin
+            )
+        except TwilioRestException as exc:
+            raise _classify(exc) from None
+        except (ClientError, OSError, TimeoutError) as exc:
+            raise TemporarySendError(f"network:{type(exc).__name__}") from None
+        return str(message.sid)
+
+    async def close(self) -> None:
+        await self._http.close()
+
+
+def _classify(exc: TwilioRestException) -> Exception:
+    reason = f"twilio:{exc.status}:{exc.code or '-'}"
+    if exc.code in OPTED_OUT_CODES:
+        return PermanentSendError(reason, opted_out=True)
+    if exc.status == 429 or exc.status >= 500:
+        return TemporarySendError(reason)
+    if exc.code in PERMANENT_CODES or 400 <= exc.status < 500:
+        return PermanentSendError(reason)
+    return TemporarySendError(reason)

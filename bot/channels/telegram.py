@@ -1,0 +1,198 @@
+"""Telegram through python-telegram-bot: webhook or long polling in, the Bot API out.
+
+We use PTB's `Bot` (requests, parsing, errors) but not its `Application` dispatch: an update
+must be durably written BEFORE Telegram is told we have it. In webhook mode that means
+answering the POST only after the write; in polling mode it means advancing the getUpdates
+offset only after the write, which PTB's Updater does not do (it confirms on fetch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from telegram import Bot, Update
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+
+from bot.config import TelegramSettings
+from bot.domain import Channel, InboundMessage, PermanentSendError, TemporarySendError
+from bot.intake import Intake, SpoolFailed, Taken
+
+log = logging.getLogger(__name__)
+WEBHOOK_PATH = "/webhooks/telegram"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+POLL_TIMEOUT = timedelta(seconds=25)
+MEDIA_FIELDS = ("photo", "video", "voice", "audio", "document", "sticker", "animation",
+                "video_note", "contact", "location")
+
+
+def make_bot(settings: TelegramSettings) -> Bot:
+    return Bot(settings.token.reveal(), base_url=settings.api_base_url)
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    # PTB 22 warns when retry_after is read as an int; it may be either type.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def parse_update(update: Update, received_at: datetime) -> InboundMessage | None:
+    """A private-chat message, or None for anything we do not take (edits, groups,
+    channel posts): contacts write to the bot one to one."""
+    message = update.message
+    if message is None or message.chat.type != "private":
+        return None
+    text = message.text or message.caption or ""
+    media = sum(1 for name in MEDIA_FIELDS if getattr(message, name, None))
+    return InboundMessage(
+        channel=Channel.TELEGRAM,
+        address=str(message.chat.id),
+        provider_id=str(update.update_id),
+        text=text,
+        media_count=media,
+        received_at=received_at,
+        is_start=text.strip().split("@")[0].split(" ")[0] == "/start",
+    )
+
+
+class TelegramWebhook:
+    def __init__(
+        self, bot: Bot, settings: TelegramSettings, intake: Intake, clock: Callable[[], datetime]
+    ) -> None:
+        self._bot = bot
+        self._secret = settings.webhook_secret.reveal().encode()
+        self._intake = intake
+        self._clock = clock
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(WEBHOOK_PATH, self.handle)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        given = request.headers.get(SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, self._secret):
+            log.warning("telegram_secret_invalid")
+            raise web.HTTPForbidden(text="invalid secret token")
+        data = await _json_body(request)
+        try:
+            update = Update.de_json(data, self._bot)
+        except (TypeError, ValueError, KeyError):
+            raise web.HTTPBadRequest(text="not a Telegram update") from None
+        msg = parse_update(update, self._clock())
+        if msg is None:
+            return web.json_response({})
+        try:
+            taken = await self._intake.take(msg)
+        except SpoolFailed:
+            # Not kept anywhere: a non-2xx makes Telegram deliver the update again later.
+            raise web.HTTPServiceUnavailable(text="try again") from None
+        if taken is Taken.SPOOLED:
+            text = self._intake.fallback_text(msg)
+            if text:
+                # Telegram runs a method given in the webhook's answer: the reply needs
+                # neither the database nor an outgoing request.
+                return web.json_response(
+                    {"method": "sendMessage", "chat_id": int(msg.address), "text": text}
+                )
+        return web.json_response({})
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise web.HTTPBadRequest(text="body is not UTF-8 JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+        raise web.HTTPBadRequest(text="missing update_id")
+    return data
+
+
+async def register_webhook(bot: Bot, public_url: str, settings: TelegramSettings) -> None:
+    await bot.set_webhook(
+        url=public_url + WEBHOOK_PATH,
+        secret_token=settings.webhook_secret.reveal(),
+        allowed_updates=["message"],
+    )
+    log.info("telegram_webhook_set")
+
+
+class TelegramPoller:
+    """Long polling inside our own loop, for coalitions with no public URL."""
+
+    def __init__(self, bot: Bot, intake: Intake, clock: Callable[[], datetime]) -> None:
+        self._bot = bot
+        self._intake = intake
+        self._clock = clock
+        self._offset: int | None = None
+
+    async def run(self) -> None:
+        await self._bot.delete_webhook(drop_pending_updates=False)
+        backoff = 1.0
+        while True:
+            try:
+                updates = await self._bot.get_updates(
+                    offset=self._offset,
+                    timeout=POLL_TIMEOUT,
+                    read_timeout=POLL_TIMEOUT.total_seconds() + 10,
+                    allowed_updates=["message"],
+                )
+                for update in updates:
+                    await self._take(update)
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except RetryAfter as exc:
+                await asyncio.sleep(retry_after_seconds(exc))
+            except (InvalidToken, Forbidden):
+                log.error("telegram_polling_unauthorized")
+                await asyncio.sleep(60)
+            except (TelegramError, SpoolFailed) as exc:
+                log.warning("telegram_polling_error", extra={"error": type(exc).__name__})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _take(self, update: Update) -> None:
+        msg = parse_update(update, self._clock())
+        if msg is not None:
+            taken = await self._intake.take(msg)  # SpoolFailed: offset stays, asked again
+            if taken is Taken.SPOOLED:
+                await self._fallback_reply(msg)
+        self._offset = update.update_id + 1
+
+    async def _fallback_reply(self, msg: InboundMessage) -> None:
+        text = self._intake.fallback_text(msg)
+        if not text:
+            return
+        try:
+            # The one send that bypasses the outbox: the database behind it is down.
+            await self._bot.send_message(chat_id=int(msg.address), text=text)
+        except TelegramError as exc:
+            log.error("telegram_fallback_failed", extra={"error": type(exc).__name__})
+
+
+class TelegramSender:
+    def __init__(self, bot: Bot) -> None:
+        self._bot = bot
+
+    async def send(self, address: str, text: str) -> str:
+        try:
+            message = await self._bot.send_message(chat_id=int(address), text=text)
+        except RetryAfter as exc:
+            raise TemporarySendError("telegram:429", retry_after_seconds(exc)) from None
+        except Forbidden:
+            # The person blocked the bot or deleted their account: nothing will get through.
+            raise PermanentSendError("telegram:403") from None
+        except (BadRequest, InvalidToken) as exc:
+            raise PermanentSendError(f"telegram:{type(exc).__name__}") from None
+        except TelegramError as exc:  # NetworkError, TimedOut, 5xx
+            raise TemporarySendError(f"telegram:{type(exc).__name__}") from None
+        return str(message.message_id)

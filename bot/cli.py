@@ -1,0 +1,282 @@
+"""python -m bot: run, check-config, db upgrade, staff add, oncall set, purge, keygen.
+
+Every subcommand exits 0 on success, and on bad input exits non-zero with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import sys
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from aiohttp import web
+from argon2 import PasswordHasher
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.app import create_app, utc_now
+from bot.config import ConfigError, Settings, load_settings
+from bot.crypto import Cipher, KeyMaterialError, generate_key
+from bot.domain import Channel, StaffRole
+from bot.logs import configure_logging
+from bot.storage.database import DatabaseNotMigrated, ensure_schema, make_engine, upgrade
+from bot.storage.models import OncallOverride, Staff
+from bot.storage.queries import audit
+from handlers.retention import Purged, purge_expired
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """A clear, one-line reason for failing."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # python-telegram-bot 22 warns on every 429 unless told to use timedeltas (which we read).
+    os.environ.setdefault("PTB_TIMEDELTA", "true")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CommandError, ConfigError, KeyMaterialError, DatabaseNotMigrated) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SQLAlchemyError as exc:
+        print(f"error: database: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str,
+                config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        if config:
+            p.add_argument("--config", default="config.toml", help="TOML config file")
+        p.set_defaults(func=func)
+        return p
+
+    command("run", cmd_run, "run the service")
+    command("check-config", cmd_check_config, "load the config and report problems")
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    up = db.add_parser("upgrade", help="apply migrations")
+    up.add_argument("--config", default="config.toml")
+    up.set_defaults(func=cmd_db_upgrade)
+    staff = sub.add_parser("staff", help="staff accounts").add_subparsers(dest="staff",
+                                                                          required=True)
+    add = staff.add_parser("add", help="add a staff member; the password is read from stdin")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=[r.value for r in StaffRole])
+    add.add_argument("--phone", help="E.164 number for pages, e.g. +13145550123")
+    add.add_argument("--telegram-chat-id", help="Telegram chat id for pages")
+    add.add_argument("--config", default="config.toml")
+    add.set_defaults(func=cmd_staff_add)
+    oncall = sub.add_parser("oncall", help="on-call overrides").add_subparsers(dest="oncall",
+                                                                              required=True)
+    put = oncall.add_parser("set", help="put USERNAME on call now, until --until or further notice")
+    put.add_argument("username")
+    put.add_argument("--until", help="ISO date-time, e.g. 2026-12-01T09:00-06:00")
+    put.add_argument("--config", default="config.toml")
+    put.set_defaults(func=cmd_oncall_set)
+    command("purge", cmd_purge, "delete closed conversations past retention now")
+    command("keygen", cmd_keygen, "print a fresh encryption key", config=False)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, os.environ)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    print(generate_key())
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    Cipher.from_env_value(settings.encryption_key.reveal())
+    for warning in config_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"ok: {args.config}")
+    return 0
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    warnings = []
+    if not settings.sms.enabled and not settings.telegram.enabled:
+        warnings.append("no channel is enabled: [sms] and [telegram] are both off")
+    if not settings.oncall.rotation:
+        warnings.append("[oncall] rotation is empty: emergencies page every oncall and admin")
+    if not settings.session_secret:
+        warnings.append("TRIAGE_SESSION_SECRET is not set (needed by the staff console)")
+    if settings.server.public_url.startswith("http://") and settings.sms.enabled:
+        warnings.append("[server] public_url is not https: Twilio webhooks should use https")
+    return warnings
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def go() -> None:
+        engine = make_engine(settings.database.url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    print("database is up to date")
+    return 0
+
+
+def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one transaction against the configured database."""
+
+    async def go() -> T:
+        engine = make_engine(settings.database.url)
+        try:
+            await ensure_schema(engine)
+            async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def cmd_staff_add(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    cipher = Cipher.from_env_value(settings.encryption_key.reveal())
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,63}", args.username):
+        raise CommandError("username must be 2-64 characters of a-z 0-9 . _ -")
+    if args.phone and not E164.match(args.phone):
+        raise CommandError("--phone must be E.164, e.g. +13145550123")
+    if args.telegram_chat_id and not re.fullmatch(r"-?\d{1,20}", args.telegram_chat_id):
+        raise CommandError("--telegram-chat-id must be a number")
+    password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 12:
+        raise CommandError("password (from stdin) must be at least 12 characters")
+    now = utc_now()
+    staff = Staff(
+        username=args.username,
+        role=args.role,
+        password_hash=PasswordHasher().hash(password),
+        phone_enc=cipher.encrypt(args.phone) if args.phone else None,
+        phone_hash=cipher.address_hash(Channel.SMS, args.phone) if args.phone else None,
+        telegram_enc=cipher.encrypt(args.telegram_chat_id) if args.telegram_chat_id else None,
+        telegram_hash=(
+            cipher.address_hash(Channel.TELEGRAM, args.telegram_chat_id)
+            if args.telegram_chat_id
+            else None
+        ),
+        disabled=False,
+        created_at=now,
+    )
+
+    async def work(session: AsyncSession) -> None:
+        session.add(staff)
+        await session.flush()
+        audit(session, now, "staff_added", "staff", staff.id, actor="cli",
+              detail=f"role={args.role}")
+
+    try:
+        _with_session(settings, work)
+    except IntegrityError:
+        raise CommandError("that username, phone or Telegram chat id is already registered") \
+            from None
+    print(f"added {args.username} ({args.role})")
+    return 0
+
+
+def cmd_oncall_set(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    now = utc_now()
+    until = None
+    if args.until:
+        try:
+            until = datetime.fromisoformat(args.until)
+        except ValueError:
+            raise CommandError("--until must be an ISO date-time, e.g. 2026-12-01T09:00") \
+                from None
+        if until.tzinfo is None:
+            until = until.replace(tzinfo=settings.hours.timezone)
+        until = until.astimezone(UTC)
+        if until <= now:
+            raise CommandError("--until is in the past")
+
+    async def work(session: AsyncSession) -> None:
+        staff = await session.scalar(
+            select(Staff).where(Staff.username == args.username, Staff.disabled.is_(False))
+        )
+        if staff is None:
+            raise CommandError(f"no active staff member named {args.username}")
+        if staff.role == StaffRole.STAFF:
+            raise CommandError(f"{args.username} has role staff; on-call needs oncall or admin")
+        session.add(OncallOverride(staff_id=staff.id, starts_at=now, until=until,
+                                   created_at=now))
+        audit(session, now, "oncall_override_set", "staff", staff.id, actor="cli",
+              detail=f"until={until.isoformat() if until else 'further notice'}")
+
+    _with_session(settings, work)
+    print(f"{args.username} is on call" + (f" until {until.isoformat()}" if until else ""))
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    now = utc_now()
+
+    async def work(session: AsyncSession) -> Purged:
+        return await purge_expired(session, now, settings.privacy.retention_days)
+
+    result = _with_session(settings, work)
+    print(f"purged {result.conversations} conversations, {result.contacts} contacts")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    configure_logging(os.environ.get("TRIAGE_LOG_LEVEL", "INFO"))
+    asyncio.run(_serve(settings))
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    await site.start()
+    logging.getLogger("bot").info(
+        "listening", extra={"host": settings.server.host, "port": settings.server.port}
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,118 @@
+"""Value types shared by every layer. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class Channel(enum.StrEnum):
+    SMS = "sms"
+    TELEGRAM = "telegram"
+    WEB = "web"
+
+
+class Language(enum.StrEnum):
+    EN = "en"
+    ES = "es"
+
+
+class ConversationStatus(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class IntakeState(enum.StrEnum):
+    """Where the bot is in its two questions: intake category, then safe-to-text."""
+
+    NOT_ASKED = "not_asked"
+    ASKED = "asked"
+    SAFE_ASKED = "safe_asked"
+    DONE = "done"
+
+
+class IntakeCategory(enum.StrEnum):
+    NEED_HELP_NOW = "need_help_now"
+    CONNECT_SERVICES = "connect_services"
+    GET_INVOLVED = "get_involved"
+    OTHER = "other"
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "in"
+    OUTBOUND = "out"
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    REFUSED = "refused"
+    CANCELLED = "cancelled"
+
+
+class OutboxKind(enum.StrEnum):
+    REPLY = "reply"
+    OPTOUT_CONFIRM = "optout_confirm"  # the one message allowed to an opted-out address
+    PAGE = "page"
+
+
+class EscalationStatus(enum.StrEnum):
+    OPEN = "open"
+    ACKED = "acked"
+    RESOLVED = "resolved"
+
+
+class StaffRole(enum.StrEnum):
+    STAFF = "staff"
+    ONCALL = "oncall"
+    ADMIN = "admin"
+
+
+# Priority: higher sorts first in the queue. Emergencies always top.
+PRIORITY_NORMAL = 0
+PRIORITY_EMERGENCY = 100
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One message from a contact, whatever the channel, after the edge verified it."""
+
+    channel: Channel
+    address: str  # E.164 phone number or Telegram chat id; never logged
+    provider_id: str  # MessageSid or Telegram update_id, for dedupe
+    text: str
+    media_count: int
+    received_at: datetime  # aware, UTC
+    is_start: bool = False  # Telegram /start: always treated as a first contact
+
+
+class DuplicateMessage(Exception):
+    """The provider sent this message id before; it was already taken in."""
+
+
+class SendError(Exception):
+    """A provider did not take a message. `reason` is a short code, never message content."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TemporarySendError(SendError):
+    """Worth retrying: a 5xx, a timeout, a rate limit (with the provider's retry_after)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentSendError(SendError):
+    """Retrying will not help. `opted_out` means the provider says the address unsubscribed."""
+
+    def __init__(self, reason: str, opted_out: bool = False) -> None:
+        super().__init__(reason)
+        self.opted_out = opted_out

@@ -1,0 +1,265 @@
+"""Business-hours calendar: when staff are in, and how to say so in a reply.
+
+Pure code: no I/O and no clock. Every "now" is a parameter and must be an aware
+datetime (any timezone); instants are compared in UTC internally.
+
+Semantics (see BusinessHours):
+- Wall times are local to the configured zone. A wall time inside a spring-forward
+  gap means the end of the gap; an ambiguous fall-back wall time means its first
+  occurrence (fold=0). So an overnight interval across a change is 1 h shorter/longer.
+- An interval belongs to the local date it starts on. A holiday replaces that date's
+  intervals only, so last night's overnight interval still runs into a holiday.
+- Open periods are half-open [start, end); touching or overlapping intervals, also
+  across midnight, form one period.
+
+Returned datetimes are in the configured zone. Compare or subtract them in UTC
+(`.astimezone(UTC)`): Python subtracts two datetimes sharing a zone by wall clock, and
+never finds an ambiguous-hour datetime equal to one in another zone.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel.dates import format_date, format_time
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+HORIZON = timedelta(days=400)  # how far next_opening/current_closing look
+DAY_MINUTES = 24 * 60
+_INTERVAL = re.compile(r"([0-9]{2}):([0-9]{2})-([0-9]{2}):([0-9]{2})")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+# (start, end) in minutes after the local midnight of the day the interval starts;
+# an overnight interval has end > 1440.
+Interval = tuple[int, int]
+
+
+class HoursError(ValueError):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+@dataclass(frozen=True)
+class BusinessHours:
+    zone: ZoneInfo
+    weekly: tuple[tuple[Interval, ...], ...]  # index 0 = Monday
+    # hash=False: a dict is unhashable, and the weekly hours identify the schedule well enough.
+    holidays: Mapping[date, tuple[Interval, ...]] = field(hash=False)
+
+    @classmethod
+    def from_config(
+        cls,
+        timezone: str,
+        weekly: Mapping[str, Sequence[str]],
+        holidays: Mapping[str, Sequence[str]],
+    ) -> BusinessHours:
+        unknown = sorted(set(weekly) - set(WEEKDAYS), key=str)
+        if unknown:
+            raise HoursError(f"hours.{unknown[0]}", "unknown weekday (use monday..sunday)")
+        days = tuple(_parse_day(f"hours.{name}", weekly.get(name, ())) for name in WEEKDAYS)
+        special = {
+            _parse_date(f"hours.holidays.{key}", key): _parse_day(f"hours.holidays.{key}", value)
+            for key, value in holidays.items()
+        }
+        return cls(_parse_zone(timezone), days, special)
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return self.zone
+
+    def is_open(self, at: datetime) -> bool:
+        # Intervals starting after at's local date start after `at`.
+        return self._period_at(at, timedelta(0)) is not None
+
+    def current_closing(self, at: datetime) -> datetime | None:
+        """End of the open period containing `at`. None if closed at `at`, and also
+        if the period does not end within the horizon (always open): check is_open."""
+        period = self._period_at(at, HORIZON)
+        if period is None:
+            return None
+        # A period reaching past the last day scanned may go on: its end is unknown.
+        last = self._local_date(_utc(at)) + HORIZON
+        return None if period[1] >= self._wall(last, DAY_MINUTES) else self._local(period[1])
+
+    def next_opening(self, after: datetime) -> datetime | None:
+        """First closed->open instant >= `after` (a period starting exactly at `after`
+        counts). None if nothing opens within HORIZON (400 local days)."""
+        moment = _utc(after)
+        first = self._local_date(moment)
+        for start, _ in self._periods(first - timedelta(days=2), first + HORIZON):
+            if start >= moment:
+                return self._local(start)
+        return None
+
+    def _period_at(self, at: datetime, ahead: timedelta) -> tuple[datetime, datetime] | None:
+        moment = _utc(at)
+        first = self._local_date(moment)
+        for start, end in self._periods(first - timedelta(days=2), first + ahead):
+            if start > moment:
+                return None
+            if moment < end:
+                return start, end
+        return None
+
+    def _periods(self, first: date, last: date) -> Iterator[tuple[datetime, datetime]]:
+        """Merged UTC open periods built from intervals starting on local dates
+        first..last. Callers start two days before the date they care about: an
+        interval ends before the second midnight after its start, so nothing older
+        can reach a period starting on that date (its start is a real opening)."""
+        current: tuple[datetime, datetime] | None = None
+        day = first
+        while day <= last:
+            for start, end in self._day_periods(day):
+                if current is not None and start <= current[1]:
+                    current = (current[0], max(current[1], end))
+                    continue
+                if current is not None:
+                    yield current
+                current = (start, end)
+            day += timedelta(days=1)
+        if current is not None:
+            yield current
+
+    def _day_periods(self, day: date) -> Iterator[tuple[datetime, datetime]]:
+        intervals = self.holidays.get(day, self.weekly[day.weekday()])
+        for start_minute, end_minute in intervals:
+            start, end = self._wall(day, start_minute), self._wall(day, end_minute)
+            if start < end:  # an interval entirely inside a DST gap is empty
+                yield start, end
+
+    def _wall(self, day: date, minutes: int) -> datetime:
+        """UTC instant of a local wall time `minutes` after midnight starting `day`."""
+        wall = datetime.combine(day, time()) + timedelta(minutes=minutes)
+        first = wall.replace(tzinfo=self.zone)  # fold=0: first occurrence if ambiguous
+        if first.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) == wall:
+            return first.astimezone(UTC)
+        return _gap_end(wall, self.zone)
+
+    def _local_date(self, moment: datetime) -> date:
+        return moment.astimezone(self.zone).date()
+
+    def _local(self, moment: datetime) -> datetime:
+        return moment.astimezone(self.zone)
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+def _gap_end(wall: datetime, zone: ZoneInfo) -> datetime:
+    """UTC instant a skipped wall time jumps to: the transition at the end of its gap.
+    In a gap, fold=0 applies the offset from before the change (a UTC instant after
+    the transition) and fold=1 the offset after it (an instant before); bisect."""
+    # tzdata transitions fall on whole seconds, so bisecting integer seconds is exact.
+    late = int(wall.replace(tzinfo=zone, fold=0).timestamp())
+    early = int(wall.replace(tzinfo=zone, fold=1).timestamp())
+    after_offset = datetime.fromtimestamp(late, zone).utcoffset()
+    while late - early > 1:
+        middle = (early + late) // 2
+        if datetime.fromtimestamp(middle, zone).utcoffset() == after_offset:
+            late = middle
+        else:
+            early = middle
+    return datetime.fromtimestamp(late, UTC)
+
+
+def _parse_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise HoursError("hours.timezone", f"unknown IANA time zone {name!r}") from None
+
+
+def _parse_date(key: str, text: str) -> date:
+    try:
+        if isinstance(text, str) and _DATE.fullmatch(text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise HoursError(key, "holiday must be a real date written YYYY-MM-DD")
+
+
+def _parse_day(key: str, texts: Sequence[str]) -> tuple[Interval, ...]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise HoursError(key, 'must be a list of "HH:MM-HH:MM" strings')
+    # Sorted by start, as _periods needs; it also merges overlapping intervals.
+    return tuple(sorted(_parse_interval(f"{key}[{i}]", text) for i, text in enumerate(texts)))
+
+
+def _parse_interval(key: str, text: str) -> Interval:
+    match = _INTERVAL.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise HoursError(key, f'expected "HH:MM-HH:MM", got {text!r}')
+    sh, sm, eh, em = (int(part) for part in match.groups())
+    if sm > 59 or em > 59 or sh > 23 or eh > 24 or (eh == 24 and em):
+        raise HoursError(key, f"no such time in {text!r} (00:00 to 23:59, or 24:00 as an end)")
+    start, end = sh * 60 + sm, eh * 60 + em
+    if start == end:
+        raise HoursError(key, f"start equals end in {text!r} (use 00:00-24:00 for all day)")
+    # An end before the start runs past midnight into the next day.
+    return (start, end) if end > start else (start, end + DAY_MINUTES)
+
+
+# GSM 03.38 basic character set (escape 0x1B left out): text made only of these
+# characters goes out as 7-bit SMS, everything else forces 70-char UCS-2 segments.
+GSM7_BASIC = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+
+
+def _gsm7_safe(text: str) -> str:
+    """Keep GSM-7 characters; otherwise keep what survives compatibility decomposition
+    (á -> a, U+202F/U+00A0 -> space), and "?" if nothing does."""
+    out = []
+    for char in text:
+        if char in GSM7_BASIC:
+            out.append(char)
+            continue
+        kept = "".join(c for c in unicodedata.normalize("NFKD", char) if c in GSM7_BASIC)
+        out.append(kept or "?")
+    return "".join(out)
+
+
+def describe_opening(opening: datetime, now: datetime, language: str) -> str:
+    """When staff are back, for "Staff are back {...}.", e.g. "tomorrow at 9:00 AM" or
+    "el lunes 5 de enero a las 9:00". Local to opening's timezone."""
+    if language not in ("en", "es"):
+        raise ValueError(f"unsupported language {language!r}")
+    if opening.tzinfo is None or now.tzinfo is None:
+        raise ValueError("datetime must be timezone-aware")
+    days = (opening.date() - now.astimezone(opening.tzinfo).date()).days
+    clock = format_time(opening.time(), "short", locale=language)
+    if language == "en":
+        return _gsm7_safe(f"{_english_day(opening.date(), days)} at {clock}")
+    article = "la" if opening.hour == 1 else "las"  # "a la 1:00", "a las 2:00"
+    return _gsm7_safe(f"{_spanish_day(opening.date(), days)} a {article} {clock}")
+
+
+def _english_day(day: date, days: int) -> str:
+    if days == 0:
+        return "today"
+    if days == 1:
+        return "tomorrow"
+    if 1 < days < 7:
+        return format_date(day, "EEEE", locale="en")
+    return format_date(day, "EEEE, MMMM d", locale="en")
+
+
+def _spanish_day(day: date, days: int) -> str:
+    if days == 0:
+        return "hoy"
+    if days == 1:
+        return "mañana"
+    if 1 < days < 7:
+        return "el " + format_date(day, "EEEE", locale="es")
+    return "el " + format_date(day, "EEEE d 'de' MMMM", locale="es")

@@ -1,0 +1,278 @@
+"""The delivery worker: the only way a message leaves the service.
+
+Rows are claimed with a lease (and FOR UPDATE SKIP LOCKED where the database has it), sent
+through the channel's sender, and their result recorded. The worker wakes when the writer
+commits, so a reply goes out within milliseconds; a slow timer covers retries and leases that
+ran out because a process died mid-send. Sends to opted-out contacts are refused here, in one
+place, whatever queued them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from aiolimiter import AsyncLimiter
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config import OutboxSettings
+from bot.crypto import Cipher
+from bot.domain import OutboxKind, OutboxStatus, PermanentSendError, TemporarySendError
+from bot.storage.models import Contact, Outbox
+from bot.storage.writer import Writer
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(seconds=120)
+IDLE_WAKE_SECONDS = 1.0
+CLAIM_BATCH = 64
+
+
+class Sender(Protocol):
+    async def send(self, address: str, text: str) -> str:
+        """Hand one message to the provider; return its message id."""
+        ...
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    channel: str
+    address_enc: str
+    body_enc: str
+    attempts: int
+
+
+def limiter(per_second: float) -> AsyncLimiter:
+    # AsyncLimiter counts whole sends per period; a rate below 1/s becomes 1 per 1/rate seconds.
+    if per_second >= 1:
+        return AsyncLimiter(per_second, 1)
+    return AsyncLimiter(1, 1 / per_second)
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        writer: Writer,
+        cipher: Cipher,
+        senders: Mapping[str, Sender],
+        rates: Mapping[str, float],
+        settings: OutboxSettings,
+        clock: Callable[[], datetime],
+        concurrency: int = 16,
+    ) -> None:
+        self._writer = writer
+        self._cipher = cipher
+        self._senders = senders
+        self._limiters = {channel: limiter(rate) for channel, rate in rates.items()}
+        self._paused_until: dict[str, datetime] = {}
+        self._settings = settings
+        self._clock = clock
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="outbox-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        # In-flight sends finish or are cut; their leases run out and they are retried.
+        for task in list(self._sends):
+            task.cancel()
+        await asyncio.gather(*self._sends, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                claimed = await self._writer.run(self._claim)
+            except Exception as exc:  # database down: keep going, try again shortly
+                log.warning("outbox_claim_failed", extra={"error": type(exc).__name__})
+                claimed = []
+            for row in claimed:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._deliver(row))
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
+            if len(claimed) == CLAIM_BATCH:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), IDLE_WAKE_SECONDS)
+            except TimeoutError:
+                pass
+
+    async def _claim(self, session: AsyncSession) -> list[Claimed]:
+        now = self._clock()
+        channels = [c for c in self._senders if self._paused_until.get(c, now) <= now]
+        if not channels:
+            return []
+        rows = (
+            await session.execute(
+                select(Outbox, Contact.opted_out)
+                .outerjoin(Contact, Contact.id == Outbox.contact_id)
+                .where(
+                    Outbox.channel.in_(channels),
+                    or_(
+                        and_(Outbox.status == OutboxStatus.PENDING, Outbox.next_attempt_at <= now),
+                        and_(Outbox.status == OutboxStatus.SENDING, Outbox.lease_until < now),
+                    ),
+                )
+                .order_by(Outbox.next_attempt_at, Outbox.id)
+                .limit(CLAIM_BATCH)
+                .with_for_update(skip_locked=True, of=Outbox)
+            )
+        ).all()
+        claimed: list[Claimed] = []
+        for row, opted_out in rows:
+            if opted_out and row.kind != OutboxKind.OPTOUT_CONFIRM:
+                _finish(row, OutboxStatus.REFUSED, now, error="opted_out")
+                log.info("outbox_refused", extra={"outbox": row.id, "reason": "opted_out"})
+                continue
+            if row.address_enc is None or row.body_enc is None:
+                _finish(row, OutboxStatus.CANCELLED, now, error="erased")
+                continue
+            row.status = OutboxStatus.SENDING
+            row.lease_until = now + LEASE
+            row.attempts += 1
+            row.updated_at = now
+            claimed.append(Claimed(row.id, row.channel, row.address_enc, row.body_enc,
+                                   row.attempts))
+        return claimed
+
+    async def _deliver(self, row: Claimed) -> None:
+        try:
+            async with self._limiters[row.channel]:
+                address = self._cipher.decrypt(row.address_enc)
+                text = self._cipher.decrypt(row.body_enc)
+                provider_id = await asyncio.wait_for(
+                    self._senders[row.channel].send(address, text),
+                    self._settings.send_timeout_seconds,
+                )
+            await self._record(row, _sent(provider_id))
+            log.info("outbox_sent", extra={"outbox": row.id, "channel": row.channel})
+        except TemporarySendError as exc:
+            if exc.retry_after:
+                self._pause(row.channel, exc.retry_after)
+            await self._record(row, self._retry(row, exc.reason, exc.retry_after))
+        except TimeoutError:
+            await self._record(row, self._retry(row, "timeout", None))
+        except PermanentSendError as exc:
+            await self._record(row, _failed(exc.reason, exc.opted_out))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # An unexpected error must not kill the worker; treat it as temporary.
+            log.exception("outbox_send_crashed", extra={"outbox": row.id})
+            await self._record(row, self._retry(row, type(exc).__name__, None))
+        finally:
+            self._slots.release()
+
+    def _pause(self, channel: str, seconds: float) -> None:
+        until = self._clock() + timedelta(seconds=seconds)
+        self._paused_until[channel] = max(until, self._paused_until.get(channel, until))
+
+    def _retry(self, row: Claimed, reason: str, retry_after: float | None) -> _Result:
+        if row.attempts >= self._settings.max_attempts:
+            return _failed(reason, False)
+        backoff = min(
+            self._settings.retry_base_seconds * 2 ** (row.attempts - 1),
+            self._settings.retry_max_seconds,
+        )
+        return _Result(OutboxStatus.PENDING, error=reason,
+                       retry_in=max(backoff, retry_after or 0.0))
+
+    async def _record(self, row: Claimed, result: _Result) -> None:
+        if result.status != OutboxStatus.SENT:
+            log.warning(
+                "outbox_not_sent",
+                extra={"outbox": row.id, "channel": row.channel, "reason": result.error,
+                       "attempt": row.attempts, "final": result.status != OutboxStatus.PENDING},
+            )
+
+        async def unit(session: AsyncSession) -> None:
+            now = self._clock()
+            outbox = await session.get(Outbox, row.id)
+            if outbox is None or outbox.status != OutboxStatus.SENDING:
+                return  # cancelled or erased meanwhile
+            if result.retry_in is not None:
+                outbox.status = OutboxStatus.PENDING
+                outbox.next_attempt_at = now + timedelta(seconds=result.retry_in)
+                outbox.lease_until = None
+                outbox.last_error = result.error
+                outbox.updated_at = now
+                return
+            _finish(outbox, result.status, now, error=result.error)
+            outbox.provider_id = result.provider_id
+            if result.status == OutboxStatus.SENT:
+                outbox.sent_at = now
+            if result.opted_out and outbox.contact_id is not None:
+                await mark_opted_out(session, outbox.contact_id, now)
+
+        try:
+            await self._writer.run(unit)
+        except Exception as exc:
+            # The lease runs out and the row is tried again: a possible repeat beats a loss.
+            log.warning("outbox_record_failed", extra={"outbox": row.id,
+                                                       "error": type(exc).__name__})
+        if result.retry_in is not None:
+            asyncio.get_running_loop().call_later(result.retry_in, self.wake)
+
+
+@dataclass(frozen=True)
+class _Result:
+    status: OutboxStatus
+    provider_id: str | None = None
+    error: str | None = None
+    retry_in: float | None = None
+    opted_out: bool = False
+
+
+def _sent(provider_id: str) -> _Result:
+    return _Result(OutboxStatus.SENT, provider_id=provider_id)
+
+
+def _failed(reason: str, opted_out: bool) -> _Result:
+    return _Result(OutboxStatus.FAILED, error=reason, opted_out=opted_out)
+
+
+def _finish(row: Outbox, status: OutboxStatus, now: datetime, error: str | None = None) -> None:
+    """Settle a row. The address and body go: the message's own row keeps the text."""
+    row.status = status
+    row.last_error = error
+    row.lease_until = None
+    row.address_enc = None
+    row.body_enc = None
+    row.updated_at = now
+
+
+async def mark_opted_out(session: AsyncSession, contact_id: int, now: datetime) -> None:
+    await session.execute(
+        update(Contact)
+        .where(Contact.id == contact_id, Contact.opted_out.is_(False))
+        .values(opted_out=True, opted_out_at=now)
+    )
+
+
+async def backlog(session: AsyncSession) -> int:
+    return int(
+        await session.scalar(
+            select(func.count()).select_from(Outbox).where(Outbox.status == OutboxStatus.PENDING)
+        )
+        or 0
+    )

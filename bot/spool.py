@@ -1,0 +1,86 @@
+"""The encrypted local spool: where an inbound message waits when the database cannot
+take it, so a provider is told "received" only once the message is on disk somewhere."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from bot.crypto import Cipher, DecryptError
+from bot.domain import Channel, InboundMessage
+
+SUFFIX = ".msg"
+
+
+class Spool:
+    def __init__(self, directory: Path, cipher: Cipher) -> None:
+        self.directory = directory
+        self._cipher = cipher
+
+    def put(self, msg: InboundMessage) -> Path:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        record = {
+            "channel": msg.channel.value,
+            "address": msg.address,
+            "provider_id": msg.provider_id,
+            "text": msg.text,
+            "media_count": msg.media_count,
+            "received_at": msg.received_at.isoformat(),
+            "is_start": msg.is_start,
+        }
+        # The file name says nothing about the sender: a time and a hash of the provider id.
+        digest = hashlib.sha256(f"{msg.channel}:{msg.provider_id}".encode()).hexdigest()[:20]
+        path = self.directory / f"{time.time_ns():020d}-{digest}{SUFFIX}"
+        tmp = path.with_suffix(".tmp")
+        data = self._cipher.encrypt(json.dumps(record)).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(self.directory)
+        return path
+
+    def __iter__(self) -> Iterator[tuple[Path, InboundMessage | None]]:
+        """Oldest first. None for a file that cannot be read with the current keys."""
+        if not self.directory.is_dir():
+            return
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+            yield path, self._read(path)
+
+    def _read(self, path: Path) -> InboundMessage | None:
+        try:
+            record = json.loads(self._cipher.decrypt(path.read_text()))
+            return InboundMessage(
+                channel=Channel(record["channel"]),
+                address=record["address"],
+                provider_id=record["provider_id"],
+                text=record["text"],
+                media_count=int(record["media_count"]),
+                received_at=datetime.fromisoformat(record["received_at"]),
+                is_start=bool(record["is_start"]),
+            )
+        except (OSError, DecryptError, ValueError, KeyError):
+            return None
+
+    def __len__(self) -> int:
+        return len(list(self.directory.glob(f"*{SUFFIX}"))) if self.directory.is_dir() else 0
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,468 @@
+"""Entry for every contact message: one unit of work in one transaction.
+
+Dedupe, keywords, triage, queue and escalation all happen here, and every reply is an outbox
+row written in the same transaction, so a message is either taken in whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.crypto import Cipher
+from bot.domain import (
+    PRIORITY_EMERGENCY,
+    ConversationStatus,
+    Direction,
+    EscalationStatus,
+    InboundMessage,
+    IntakeCategory,
+    IntakeState,
+    Language,
+    OutboxKind,
+    OutboxStatus,
+)
+from bot.hours import BusinessHours, describe_opening
+from bot.storage.models import Contact, Conversation, Escalation, Message, Outbox
+from bot.storage.queries import (
+    audit,
+    cancel_pending_to_contact,
+    contact_with_latest_conversation,
+    record_provider_event,
+)
+from handlers.keywords import (
+    EmergencyMatcher,
+    Keyword,
+    looks_spanish,
+    match_keyword,
+    parse_intake_answer,
+)
+from handlers.replies import Templates, first_contact, reply_text
+
+log = logging.getLogger(__name__)
+EMERGENCY_REPLY_INTERVAL = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class InboundDeps:
+    cipher: Cipher
+    hours: BusinessHours
+    templates: Templates
+    emergency: EmergencyMatcher
+
+
+@dataclass
+class InboundOutcome:
+    conversation_id: int | None = None
+    keyword: str | None = None
+    emergency: bool = False
+    new_conversation: bool = False
+    replies: list[str] = field(default_factory=list)  # template keys, for logs and tests
+
+
+async def take_in(
+    session: AsyncSession,
+    msg: InboundMessage,
+    deps: InboundDeps,
+    now: datetime,
+    *,
+    auto_reply: bool = True,
+) -> InboundOutcome:
+    """Take one contact message in. Raises DuplicateMessage for a replayed provider id.
+
+    auto_reply=False is for messages from the spool: the contact already had the safety
+    text straight from the webhook, so the bot does not answer again, late.
+    """
+    await record_provider_event(session, msg.channel, msg.provider_id, now)
+    address_hash = deps.cipher.address_hash(msg.channel, msg.address)
+    contact, conversation = await contact_with_latest_conversation(session, address_hash)
+    turn = _Turn(session, deps, msg, now, auto_reply, contact, conversation, address_hash)
+    await turn.handle()
+    log.info(
+        "inbound_taken",
+        extra={
+            "channel": msg.channel.value,
+            "conversation": turn.outcome.conversation_id,
+            "keyword": turn.outcome.keyword,
+            "emergency": turn.outcome.emergency,
+            "replies": turn.outcome.replies,
+        },
+    )
+    return turn.outcome
+
+
+class _Turn:
+    """What the bot does with one message. State lives on the instance for the
+    length of the transaction only."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        deps: InboundDeps,
+        msg: InboundMessage,
+        now: datetime,
+        auto_reply: bool,
+        contact: Contact | None,
+        conversation: Conversation | None,
+        address_hash: str,
+    ) -> None:
+        self.session = session
+        self.deps = deps
+        self.msg = msg
+        self.now = now
+        self.auto_reply = auto_reply
+        self.contact = contact
+        self.conversation = conversation
+        self.address_hash = address_hash
+        self.outcome = InboundOutcome()
+
+    @property
+    def open_conversation(self) -> Conversation | None:
+        c = self.conversation
+        return c if c is not None and c.status == ConversationStatus.OPEN else None
+
+    async def handle(self) -> None:
+        text = self.msg.text
+        opted_out = self.contact is not None and self.contact.opted_out
+        keyword = None if self.msg.is_start else match_keyword(text, opted_out)
+        self.outcome.keyword = keyword.value if keyword else None
+        if keyword in _KEYWORD_ACTIONS:
+            await _KEYWORD_ACTIONS[keyword](self)
+            return
+        if keyword is Keyword.OPT_IN and opted_out:
+            await self._opt_in()
+            return
+        if keyword is Keyword.SAFE and self._awaiting_safe_answer():
+            await self._safe_answer(safe=True)
+            return
+        if keyword is Keyword.NOT_SAFE and self.open_conversation is not None:
+            await self._safe_answer(safe=False)
+            return
+        await self._message(not_safe=keyword is Keyword.NOT_SAFE)
+
+    # --- keywords -------------------------------------------------------------------------
+
+    async def _opt_out(self) -> None:
+        contact = await self._ensure_contact()
+        contact.opted_out = True
+        contact.opted_out_at = self.now
+        await cancel_pending_to_contact(self.session, contact.id, self.now)
+        if self.open_conversation is not None:
+            self._store_inbound(self.open_conversation)
+        audit(self.session, self.now, "contact_opted_out", "contact", contact.id)
+        # Twilio answers STOP on SMS itself and blocks anything after; elsewhere we confirm once.
+        if self.msg.channel != "sms":
+            self._reply("optout_confirm", kind=OutboxKind.OPTOUT_CONFIRM)
+
+    async def _opt_in(self) -> None:
+        contact = await self._ensure_contact()
+        contact.opted_out = False
+        contact.opted_out_at = None
+        if self.open_conversation is not None:
+            self._store_inbound(self.open_conversation)
+        audit(self.session, self.now, "contact_opted_in", "contact", contact.id)
+        if self.msg.channel != "sms":  # Twilio confirms START on SMS itself
+            self._reply("optin_confirm")
+
+    async def _help(self) -> None:
+        # "HELP" may mean "I need help": it answers with the hotlines and still queues.
+        conversation = await self._ensure_conversation()
+        self._store_inbound(conversation)
+        self._reply("help")
+
+    async def _quick_exit(self) -> None:
+        conversation = self.open_conversation
+        if self.contact is not None:
+            await cancel_pending_to_contact(self.session, self.contact.id, self.now)
+        if conversation is not None:
+            self._close(conversation, "quick_exit")
+            self.outcome.conversation_id = conversation.id
+
+    async def _erase(self) -> None:
+        contact = self.contact
+        address_enc = (
+            contact.address_enc if contact else self.deps.cipher.encrypt(self.msg.address)
+        )
+        if contact is not None:
+            await self._erase_contact(contact)
+        # The confirmation is the one row that still knows the address, until it is sent.
+        self._enqueue(address_enc, "erase_confirm", contact_id=None, language=self._language())
+
+    async def _erase_contact(self, contact: Contact) -> None:
+        ids = (
+            await self.session.scalars(
+                select(Conversation.id).where(Conversation.contact_id == contact.id)
+            )
+        ).all()
+        await cancel_pending_to_contact(self.session, contact.id, self.now)
+        await self.session.execute(
+            update(Outbox)
+            .where(Outbox.contact_id == contact.id)
+            .values(address_enc=None, body_enc=None, contact_id=None)
+        )
+        if ids:
+            await self.session.execute(delete(Message).where(Message.conversation_id.in_(ids)))
+            await self.session.execute(
+                update(Conversation)
+                .where(Conversation.id.in_(ids))
+                .values(contact_id=None, outcome="erased", status=ConversationStatus.CLOSED)
+            )
+            await self.session.execute(
+                update(Conversation)
+                .where(Conversation.id.in_(ids), Conversation.closed_at.is_(None))
+                .values(closed_at=self.now)
+            )
+        for conversation_id in ids:
+            audit(self.session, self.now, "conversation_erased", "conversation", conversation_id)
+        await self.session.delete(contact)
+        await self.session.flush()
+        self.contact = None
+        self.conversation = None
+
+    async def _language_switch(self, language: Language) -> None:
+        contact = await self._ensure_contact()
+        contact.language = language.value
+        if self.open_conversation is None:
+            await self._message(not_safe=False)
+            return
+        self._store_inbound(self.open_conversation)
+        self._reply("language_set")
+
+    async def _to_spanish(self) -> None:
+        await self._language_switch(Language.ES)
+
+    async def _to_english(self) -> None:
+        await self._language_switch(Language.EN)
+
+    def _awaiting_safe_answer(self) -> bool:
+        c = self.open_conversation
+        return c is not None and c.intake_state == IntakeState.SAFE_ASKED
+
+    async def _safe_answer(self, safe: bool) -> None:
+        conversation = self.open_conversation
+        assert conversation is not None
+        self._store_inbound(conversation)
+        conversation.safe_to_text = safe
+        if conversation.intake_state == IntakeState.SAFE_ASKED:
+            conversation.intake_state = IntakeState.DONE
+        self._reply("safe_yes" if safe else "safe_no")
+
+    # --- ordinary messages ------------------------------------------------------------------
+
+    async def _message(self, not_safe: bool) -> None:
+        emergency = self.deps.emergency.matches(self.msg.text)
+        is_new = self.open_conversation is None
+        conversation = await self._ensure_conversation()
+        self._store_inbound(conversation)
+        if not_safe:
+            conversation.safe_to_text = False
+        if is_new or self.msg.is_start:
+            if emergency:
+                await self._emergency(conversation, "keyword")
+                return
+            self._first_contact(conversation)
+            return
+        intake = None
+        if conversation.intake_state == IntakeState.ASKED:
+            intake = parse_intake_answer(self.msg.text)
+        if intake is not None:
+            conversation.intake_category = intake.value
+            conversation.intake_state = IntakeState.SAFE_ASKED
+        if emergency or intake is IntakeCategory.NEED_HELP_NOW:
+            await self._emergency(conversation, "keyword" if emergency else "intake")
+        if intake is not None:
+            self._reply("safe_question")
+        elif not self.outcome.emergency:
+            self._after_hours_notice(conversation)
+
+    def _first_contact(self, conversation: Conversation) -> None:
+        text, opening = first_contact(
+            self.deps.templates, self._language(), self.deps.hours, self.now
+        )
+        conversation.intake_state = IntakeState.ASKED
+        # The first reply already says when staff are back: it counts as this period's notice.
+        conversation.after_hours_notice_for = opening
+        self._reply_text("first_contact", text)
+
+    def _after_hours_notice(self, conversation: Conversation) -> None:
+        if self.deps.hours.is_open(self.now):
+            return
+        opening = self.deps.hours.next_opening(self.now)
+        if opening is None or conversation.after_hours_notice_for == opening:
+            return
+        conversation.after_hours_notice_for = opening
+        when = describe_opening(opening, self.now, self._language())
+        self._reply("after_hours", next_opening=when)
+
+    async def _emergency(self, conversation: Conversation, trigger: str) -> None:
+        self.outcome.emergency = True
+        conversation.emergency = True
+        conversation.priority = PRIORITY_EMERGENCY
+        open_escalation = await self.session.scalar(
+            select(Escalation.id)
+            .where(
+                Escalation.conversation_id == conversation.id,
+                Escalation.status != EscalationStatus.RESOLVED,
+            )
+            .limit(1)
+        )
+        if open_escalation is None:
+            # Due now: the escalation sweep pages on-call on its next pass.
+            self.session.add(
+                Escalation(
+                    conversation_id=conversation.id,
+                    channel=self.msg.channel.value,
+                    trigger=trigger,
+                    status=EscalationStatus.OPEN,
+                    step=0,
+                    next_step_at=self.now,
+                    opened_at=self.now,
+                )
+            )
+            audit(self.session, self.now, "escalation_opened", "conversation", conversation.id,
+                  detail=trigger)
+        last = conversation.last_emergency_reply_at
+        if last is None or self.now - last >= EMERGENCY_REPLY_INTERVAL:
+            conversation.last_emergency_reply_at = self.now
+            self._reply("emergency")
+
+    # --- building blocks --------------------------------------------------------------------
+
+    def _language(self) -> str:
+        if self.contact is not None:
+            return self.contact.language
+        return Language.ES if looks_spanish(self.msg.text) else Language.EN
+
+    async def _ensure_contact(self) -> Contact:
+        if self.contact is None:
+            language = self._language()
+            self.contact = Contact(
+                channel=self.msg.channel.value,
+                address_hash=self.address_hash,
+                address_enc=self.deps.cipher.encrypt(self.msg.address),
+                language=language,
+                opted_out=False,
+                created_at=self.now,
+            )
+            self.session.add(self.contact)
+            await self.session.flush()
+        return self.contact
+
+    async def _ensure_conversation(self) -> Conversation:
+        if self.open_conversation is not None:
+            conversation = self.open_conversation
+            conversation.last_inbound_at = self.now
+            self.outcome.conversation_id = conversation.id
+            return conversation
+        contact = await self._ensure_contact()
+        conversation = Conversation(
+            contact_id=contact.id,
+            channel=self.msg.channel.value,
+            status=ConversationStatus.OPEN,
+            intake_state=IntakeState.NOT_ASKED,
+            emergency=False,
+            priority=0,
+            opened_at=self.now,
+            last_inbound_at=self.now,
+        )
+        self.session.add(conversation)
+        await self.session.flush()
+        self.conversation = conversation
+        self.outcome.conversation_id = conversation.id
+        self.outcome.new_conversation = True
+        return conversation
+
+    def _store_inbound(self, conversation: Conversation) -> None:
+        self.session.add(
+            Message(
+                conversation_id=conversation.id,
+                direction=Direction.INBOUND,
+                body_enc=self.deps.cipher.encrypt(self.msg.text),
+                media_count=self.msg.media_count,
+                automatic=False,
+                created_at=self.msg.received_at,
+            )
+        )
+
+    def _close(self, conversation: Conversation, outcome: str) -> None:
+        conversation.status = ConversationStatus.CLOSED
+        conversation.outcome = outcome
+        conversation.closed_at = self.now
+        audit(self.session, self.now, "conversation_closed", "conversation", conversation.id,
+              detail=outcome)
+
+    def _reply(self, key: str, kind: OutboxKind = OutboxKind.REPLY, **values: str) -> None:
+        self._reply_text(key, reply_text(self.deps.templates, self._language(), key, **values),
+                         kind)
+
+    def _reply_text(self, key: str, text: str, kind: OutboxKind = OutboxKind.REPLY) -> None:
+        contact = self.contact
+        assert contact is not None
+        if not self.auto_reply:
+            return
+        if contact.opted_out and kind != OutboxKind.OPTOUT_CONFIRM:
+            return  # the contact still reaches the queue; nothing is sent to them
+        self.outcome.replies.append(key)
+        body_enc = self.deps.cipher.encrypt(text)
+        message = None
+        if self.open_conversation is not None:
+            message = Message(
+                conversation_id=self.open_conversation.id,
+                direction=Direction.OUTBOUND,
+                body_enc=body_enc,
+                media_count=0,
+                automatic=True,
+                created_at=self.now,
+            )
+            self.session.add(message)
+        self.session.add(
+            Outbox(
+                channel=self.msg.channel.value,
+                kind=kind,
+                contact_id=contact.id,
+                conversation_id=self.open_conversation.id if self.open_conversation else None,
+                message=message,
+                address_enc=contact.address_enc,
+                body_enc=body_enc,
+                status=OutboxStatus.PENDING,
+                attempts=0,
+                next_attempt_at=self.now,
+                created_at=self.now,
+                updated_at=self.now,
+            )
+        )
+
+    def _enqueue(self, address_enc: str, key: str, contact_id: int | None, language: str) -> None:
+        if not self.auto_reply:
+            return
+        self.outcome.replies.append(key)
+        text = reply_text(self.deps.templates, language, key)
+        self.session.add(
+            Outbox(
+                channel=self.msg.channel.value,
+                kind=OutboxKind.REPLY,
+                contact_id=contact_id,
+                address_enc=address_enc,
+                body_enc=self.deps.cipher.encrypt(text),
+                status=OutboxStatus.PENDING,
+                attempts=0,
+                next_attempt_at=self.now,
+                created_at=self.now,
+                updated_at=self.now,
+            )
+        )
+
+
+_KEYWORD_ACTIONS: Mapping[Keyword, Callable[[_Turn], Awaitable[None]]] = {
+    Keyword.OPT_OUT: _Turn._opt_out,
+    Keyword.HELP: _Turn._help,
+    Keyword.EXIT: _Turn._quick_exit,
+    Keyword.ERASE: _Turn._erase,
+    Keyword.LANG_ES: _Turn._to_spanish,
+    Keyword.LANG_EN: _Turn._to_english,
+}

@@ -1,0 +1,234 @@
+"""Text matching for inbound messages: keywords, intake answers, emergencies, language.
+
+Pure functions over strings; no I/O. Everything here runs on every inbound message.
+
+Two different matching rules live here, on purpose:
+
+* Keywords (STOP, HELP, ES, SAFE, ...) and intake answers (1-4) count only when they are the
+  WHOLE message, after `normalize`. "please stop texting me" is a sentence, not an opt-out.
+* Emergency phrases match ANYWHERE in the message, on word boundaries (see `EmergencyMatcher`).
+  Missing an emergency is worse than paging on-call for nothing, so that side over-triggers.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from bot.domain import IntakeCategory
+
+
+class Keyword(enum.StrEnum):
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+    HELP = "help"
+    ERASE = "erase"
+    EXIT = "exit"
+    LANG_ES = "lang_es"
+    LANG_EN = "lang_en"
+    SAFE = "safe"
+    NOT_SAFE = "not_safe"
+
+
+# Everything phones and keyboards type where a person means "'": curly quotes, the modifier
+# letter apostrophe (iOS in some locales), prime, and the acute accent / backtick that Spanish
+# keyboards produce. The acute accent must be mapped before NFKD, which would otherwise turn it
+# into a space plus a combining mark and split "can´t" into two words.
+_APOSTROPHES = str.maketrans(dict.fromkeys("\u2018\u2019\u201b\u02bc\u2032\u00b4`", "'"))
+
+# Invisible format characters that copy/paste and some keyboards slip into messages. Soft hyphen
+# and joiners sit inside words, so they are deleted; a zero-width space separates words, so it
+# becomes a real space.
+_INVISIBLES = str.maketrans({"\u00ad": None, "\u200c": None, "\u200d": None, "\u2060": None,
+                             "\ufeff": None, "\u200b": " "})
+
+
+def _fold(text: str) -> str:
+    """Casefold and strip accents, keeping everything else (punctuation, spacing)."""
+    text = text.translate(_APOSTROPHES).translate(_INVISIBLES).casefold()
+    # NFKD splits "é" into "e" + combining accent and maps compatibility forms (full-width
+    # letters, ligatures) to plain ones. Dropping nonspacing (Mn) and enclosing (Me) marks removes
+    # the accents, and also the variation selector and keycap of the "1️⃣" emoji.
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Me"))
+    # Casefold again: a few compatibility characters decompose to capitals (e.g. "ℌ" -> "H").
+    return stripped.casefold()
+
+
+def _is_edge_junk(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch).startswith("P")
+
+
+def normalize(text: str) -> str:
+    """Reduce a message to the form keywords are compared in.
+
+    Casefolded, accents stripped, curly apostrophes made straight, runs of whitespace collapsed
+    to one space, and whitespace plus Unicode punctuation (category P*: . ! ? ¡ ¿ # ) and so on)
+    removed from both ends. Internal punctuation stays: "not-safe" keeps its hyphen.
+    Emoji and other symbols are NOT punctuation and stay: "STOP 🛑" is not "stop".
+    """
+    collapsed = " ".join(_fold(text).split())
+    start, end = 0, len(collapsed)
+    while start < end and _is_edge_junk(collapsed[start]):
+        start += 1
+    while end > start and _is_edge_junk(collapsed[end - 1]):
+        end -= 1
+    return collapsed[start:end]
+
+
+def _table(words: dict[Keyword, tuple[str, ...]]) -> dict[str, Keyword]:
+    # Keys go through normalize so the table is written the way people read it ("ESPAÑOL")
+    # and still compares equal to normalized messages ("espanol").
+    return {normalize(word): keyword for keyword, group in words.items() for word in group}
+
+
+_KEYWORDS = _table({
+    Keyword.OPT_OUT: ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
+                      "OPTOUT", "PARAR", "BASTA", "ALTO"),
+    Keyword.OPT_IN: ("START", "UNSTOP"),
+    Keyword.HELP: ("HELP", "INFO", "AYUDA"),
+    Keyword.ERASE: ("DELETE", "BORRAR"),
+    Keyword.EXIT: ("EXIT", "SALIR"),
+    Keyword.LANG_ES: ("ES", "ESPAÑOL", "ESPANOL"),
+    Keyword.LANG_EN: ("EN", "ENGLISH"),
+    Keyword.SAFE: ("SAFE", "SEGURO"),
+    Keyword.NOT_SAFE: ("NOT SAFE", "NO SEGURO", "UNSAFE", "NOT-SAFE"),
+})
+
+# "yes" is an everyday word, so it only means "opt back in" to someone who has opted out
+# (the carrier-standard re-subscribe reply).
+_OPT_IN_WHEN_OPTED_OUT = _table({Keyword.OPT_IN: ("YES", "SI", "SÍ")})
+
+
+def match_keyword(text: str, opted_out: bool) -> Keyword | None:
+    """The keyword the whole message is, or None. `opted_out` enables YES/SI as opt-in."""
+    word = normalize(text)
+    keyword = _KEYWORDS.get(word)
+    if keyword is None and opted_out:
+        keyword = _OPT_IN_WHEN_OPTED_OUT.get(word)
+    return keyword
+
+
+_INTAKE_ANSWERS = {
+    "1": IntakeCategory.NEED_HELP_NOW,
+    "2": IntakeCategory.CONNECT_SERVICES,
+    "3": IntakeCategory.GET_INVOLVED,
+    "4": IntakeCategory.OTHER,
+}
+
+
+def parse_intake_answer(text: str) -> IntakeCategory | None:
+    """The intake category when the whole message is 1-4 ("1." "#2" "(3)" "4️⃣" too), else None."""
+    # normalize strips the edge punctuation in "#2" / "1)" / "1." and the keycap of "1️⃣",
+    # and maps full-width "２" to "2". "12", "1 2" and "I need 1 bed" stay as they are.
+    return _INTAKE_ANSWERS.get(normalize(text))
+
+
+# A "word character" for phrase boundaries: a letter or digit in any script. Underscore is left
+# out (unlike \w) so "in_danger" still reads as two words.
+_WORD = r"[^\W_]"
+_GAP = r"[\W_]+"
+
+
+def _emergency_fold(text: str) -> str:
+    # Apostrophes are deleted on both sides, which makes them optional: "can't", "can’t" and
+    # "cant" all become "cant".
+    return _fold(text).replace("'", "")
+
+
+class EmergencyMatcher:
+    """Finds configured emergency phrases anywhere in a message.
+
+    Matching rules (kept deliberately simple so operators can predict them):
+
+    * A phrase matches on word boundaries only: "kill" matches "he will kill me!" but not
+      "skills"; "911" matches "call 911" but not "9115".
+    * Case- and accent-insensitive in both directions ("peligro" matches "PELIGRÓ" and a
+      configured "ayúdenme" matches "ayudenme").
+    * Apostrophes are optional: "can't leave" matches "cant leave", "can’t leave".
+    * Between the words of a phrase, any run of spaces, newlines or punctuation is accepted:
+      "in danger" matches "in\\ndanger" and "in... danger"; "9-1-1" matches "9 1 1".
+    * No stemming and no fuzzy matching: "kill" does not match "killed". Variants belong in the
+      configured phrase lists. Numbers are not reassembled either: "911" does not match "9 1 1"
+      unless "9-1-1" (or "9 1 1") is also configured. It DOES match "555-911-2345"; that
+      over-trigger is accepted.
+
+    All phrases are compiled into one regular expression at construction time.
+    """
+
+    def __init__(self, phrases: Iterable[str]) -> None:
+        if isinstance(phrases, str):
+            # A bare string would be iterated letter by letter and match almost everything.
+            raise TypeError("phrases must be an iterable of phrases, not a single string")
+        alternatives: list[str] = []
+        for phrase in phrases:
+            words = re.findall(_WORD + "+", _emergency_fold(phrase))
+            if not words:
+                raise ValueError(f"emergency phrase has no words to match: {phrase!r}")
+            pattern = _GAP.join(re.escape(word) for word in words)
+            if pattern not in alternatives:
+                alternatives.append(pattern)
+        self._pattern: re.Pattern[str] | None = None
+        if alternatives:
+            # An empty alternation would match every message; with no phrases, nothing matches.
+            self._pattern = re.compile(
+                rf"(?<!{_WORD})(?:{'|'.join(alternatives)})(?!{_WORD})"
+            )
+
+    def matches(self, text: str) -> bool:
+        if self._pattern is None:
+            return False
+        return self._pattern.search(_emergency_fold(text)) is not None
+
+
+# Language guess for a first message. Words are compared after _emergency_fold, so they are
+# written here without accents or apostrophes. Words common to both languages or too short to
+# tell ("no", "si", "me", "a", "ok") are in neither set. "en" is left out as well because "EN"
+# on its own is the switch-to-English keyword.
+_SPANISH_WORDS = frozenset({
+    "hola", "buenas", "buenos", "dias", "tardes", "noches", "gracias", "favor", "porfa", "ayuda",
+    "ayudame", "ayudenme", "ayudar", "auxilio", "socorro", "necesito", "necesita", "necesitamos",
+    "estoy", "esta", "estan", "estamos", "tengo", "tiene", "tienen", "quiero", "quiere", "puedo",
+    "puede", "pueden", "puedes", "soy", "somos", "eres", "hay", "hablo", "habla", "hablar",
+    "espanol", "yo", "mi", "mis", "tu", "usted", "ustedes", "el", "ella", "ellos", "ellas",
+    "nosotros", "que", "donde", "como", "cuando", "porque", "pero", "para", "con", "sin", "por",
+    "muy", "aqui", "ahora", "alguien", "nada", "tambien", "es", "son", "y", "o", "de", "del", "la",
+    "las", "los", "un", "una", "al", "lo", "le", "les", "se", "su", "sus", "te", "nos", "algo",
+    "trabajo", "casa", "jefe", "patron", "dinero", "pasaporte", "papeles", "peligro", "miedo",
+    "salir", "llamo", "senor", "senora", "senorita", "hija", "hijo", "familia", "esposo", "novio",
+    "informacion", "llamar", "mensaje"
+})
+
+_ENGLISH_WORDS = frozenset({
+    "hi", "hello", "hey", "thanks", "thank", "please", "i", "im", "ive", "id", "my", "mine", "you",
+    "your", "youre", "we", "they", "he", "she", "it", "its", "the", "an", "is", "am", "are", "was",
+    "were", "be", "been", "this", "that", "what", "where", "when", "how", "who", "why", "can",
+    "cant", "could", "will", "wont", "would", "need", "needs", "want", "wanted", "have", "has",
+    "had", "get", "got", "help", "from", "with", "for", "of", "to", "in", "on", "at", "and", "but",
+    "not", "dont", "do", "does", "did", "just", "about", "know", "call", "text", "work", "job",
+    "safe", "danger", "someone", "yes", "there", "here", "if", "or", "any", "some"
+})
+
+# Characters that English text practically never has and Spanish text often does.
+_SPANISH_CHARS = frozenset("¿¡ñáéíóúü")
+
+
+def looks_spanish(text: str) -> bool:
+    """Guess whether a first message is written in Spanish.
+
+    A marker count, not a language model: Spanish words (plus one point per distinct ¿ ¡ ñ or
+    accented vowel) against English words. True only when Spanish strictly wins, so ties,
+    empty and ambiguous messages ("ok", "si", "no") default to English.
+    """
+    # NFC so a decomposed "a" + combining accent still counts as "á".
+    lowered = unicodedata.normalize("NFC", text.casefold())
+    spanish = len(_SPANISH_CHARS.intersection(lowered))
+    english = 0
+    for word in re.findall(_WORD + "+", _emergency_fold(text)):
+        if word in _SPANISH_WORDS:
+            spanish += 1
+        elif word in _ENGLISH_WORDS:
+            english += 1
+    return spanish > english

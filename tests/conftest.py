@@ -1,0 +1,253 @@
+"""Shared test wiring: fake providers on loopback, settings built from config.example.toml,
+a controllable clock, and the real app under aiohttp's test client."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.app import SERVICES, Services, create_app
+from bot.config import Settings, parse_settings
+from bot.crypto import generate_key
+from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.twilio_api import FakeTwilio
+from tests.fixtures import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    CONTACT_NUMBER,
+    OUR_NUMBER,
+    TELEGRAM_CONTACT_ID,
+    TELEGRAM_TOKEN,
+    encode_form,
+    load_telegram_update,
+    load_twilio_form,
+    twilio_signature,
+)
+
+os.environ.setdefault("PTB_TIMEDELTA", "true")  # PTB 22 warns on int retry_after otherwise
+ROOT = Path(__file__).resolve().parent.parent
+PUBLIC_URL = "https://triage.example.org"
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+# Monday 2026-11-30 10:00 in Chicago: inside the example config's hours.
+MONDAY_10AM = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
+# Saturday 2026-11-28 14:00 in Chicago: closed until Monday 9:00.
+SATURDAY_2PM = datetime(2026, 11, 28, 20, 0, tzinfo=UTC)
+
+
+class Clock:
+    """Time as a parameter: tests set and move it; nothing sleeps."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def example_config() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "config.example.toml").read_text())
+
+
+@dataclass
+class Env:
+    """Everything one test needs, built around one temporary directory."""
+
+    tmp_path: Path
+    key: str = field(default_factory=generate_key)
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        return {
+            "TRIAGE_ENCRYPTION_KEY": self.key,
+            "TRIAGE_SESSION_SECRET": "test-session-secret",
+            "TRIAGE_SMS_AUTH_TOKEN": AUTH_TOKEN,
+            "TRIAGE_TELEGRAM_TOKEN": TELEGRAM_TOKEN,
+            "TRIAGE_TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            **extra,
+        }
+
+    def raw_config(
+        self, twilio: FakeTwilio | None, telegram: FakeTelegram | None, **overrides: Any
+    ) -> dict[str, Any]:
+        raw = deep_merge(
+            example_config(),
+            {
+                "server": {"public_url": PUBLIC_URL},
+                "database": {"url": f"sqlite+aiosqlite:///{self.tmp_path / 'triage.db'}"},
+                "sms": {
+                    "enabled": twilio is not None,
+                    "account_sid": ACCOUNT_SID,
+                    "from_number": OUR_NUMBER,
+                    "api_base_url": twilio.base_url if twilio else "https://api.twilio.com",
+                    "max_per_second": 1000,
+                },
+                "telegram": {
+                    "enabled": telegram is not None,
+                    "mode": "webhook",
+                    "api_base_url": telegram.base_url if telegram else "",
+                    "max_per_second": 1000,
+                },
+                "outbox": {"retry_base_seconds": 1, "send_timeout_seconds": 5},
+            },
+        )
+        return deep_merge(raw, overrides)
+
+    def settings(
+        self,
+        twilio: FakeTwilio | None = None,
+        telegram: FakeTelegram | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        raw = self.raw_config(twilio, telegram, **overrides)
+        return parse_settings(raw, self.environ(), base_dir=self.tmp_path)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(MONDAY_10AM)
+
+
+@pytest.fixture
+async def fake_twilio() -> AsyncIterator[FakeTwilio]:
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def fake_telegram() -> AsyncIterator[FakeTelegram]:
+    fake = FakeTelegram(TELEGRAM_TOKEN)
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+class Service:
+    """The running app, and how a contact and the tests talk to it."""
+
+    def __init__(self, client: TestClient, clock: Clock) -> None:
+        self.client = client
+        self.clock = clock
+        self._sid = 0
+        self._update_id = 1000
+
+    @property
+    def services(self) -> Services:
+        return self.client.app[SERVICES]
+
+    def next_sid(self) -> str:
+        self._sid += 1
+        return f"SM{self._sid:032x}"
+
+    async def sms(
+        self,
+        body: str,
+        from_: str = CONTACT_NUMBER,
+        sid: str | None = None,
+        fixture: str = "inbound_sms",
+        signature: str | None = None,
+        **fields: str,
+    ) -> tuple[int, str]:
+        """Post a signed inbound-SMS webhook as Twilio would; return (status, body)."""
+        sid = sid or self.next_sid()
+        form = load_twilio_form(
+            fixture, Body=body, From=from_, MessageSid=sid, SmsMessageSid=sid, SmsSid=sid,
+            **fields,
+        )
+        return await self.post_form("/webhooks/twilio/sms", form, signature)
+
+    async def post_form(
+        self, path: str, form: dict[str, str], signature: str | None = None
+    ) -> tuple[int, str]:
+        if signature is None:
+            signature = twilio_signature(AUTH_TOKEN, PUBLIC_URL + path, form)
+        response = await self.client.post(
+            path,
+            data=encode_form(form),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": signature,
+            },
+        )
+        return response.status, await response.text()
+
+    async def telegram(
+        self,
+        text: str,
+        chat_id: int = TELEGRAM_CONTACT_ID,
+        fixture: str = "text_message",
+        update_id: int | None = None,
+        secret: str = WEBHOOK_SECRET,
+    ) -> tuple[int, Any]:
+        if update_id is None:
+            self._update_id += 1
+            update_id = self._update_id
+        update = load_telegram_update(fixture, update_id=update_id, chat_id=chat_id, text=text)
+        response = await self.client.post(
+            "/webhooks/telegram",
+            json=update,
+            headers={"X-Telegram-Bot-Api-Secret-Token": secret},
+        )
+        body = await response.json() if response.content_type == "application/json" else None
+        return response.status, body
+
+    async def query(self, fn: Callable[[AsyncSession], Any]) -> Any:
+        async with AsyncSession(self.services.engine, expire_on_commit=False) as session:
+            return await fn(session)
+
+    async def all(self, model: type) -> list[Any]:
+        async def fn(session: AsyncSession) -> list[Any]:
+            return list((await session.scalars(select(model).order_by(model.id))).all())
+
+        return await self.query(fn)
+
+    def decrypt(self, token: str | None) -> str | None:
+        return None if token is None else self.services.cipher.decrypt(token)
+
+
+StartService = Callable[..., Any]
+
+
+@pytest.fixture
+def start_service(
+    aiohttp_client: Callable[..., Any], env: Env, clock: Clock
+) -> StartService:
+    async def start(
+        twilio: FakeTwilio | None = None,
+        telegram: FakeTelegram | None = None,
+        **overrides: Any,
+    ) -> Service:
+        settings = env.settings(twilio, telegram, **overrides)
+        client = await aiohttp_client(create_app(settings, clock))
+        return Service(client, clock)
+
+    return start

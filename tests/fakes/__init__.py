@@ -1,0 +1,1 @@
+"""Fake Twilio and Telegram API servers on loopback, for driving the real SDKs in tests."""
