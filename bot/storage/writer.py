@@ -80,7 +80,13 @@ class Writer:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._queue.put_nowait(_Job(unit, future))
         # shield: a caller that gives up must not cancel the batch for everyone else.
-        return await asyncio.wait_for(asyncio.shield(future), timeout)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            # Withdraw the unit if its batch has not reached it yet: the caller has moved
+            # on (to the spool) and must not see its work done twice.
+            future.cancel()
+            raise
 
     async def _loop(self) -> None:
         while True:
@@ -92,7 +98,12 @@ class Writer:
     async def _write(self, batch: list[_Job]) -> None:
         try:
             async with self._sessions() as session, session.begin():
+                # Take the write lock before running any unit, so a unit whose caller gave up
+                # while the database was busy is skipped rather than run late.
+                await session.connection()
                 for job in batch:
+                    if job.future.cancelled():
+                        continue
                     try:
                         async with session.begin_nested():
                             job.result = await job.unit(session)

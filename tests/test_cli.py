@@ -1,0 +1,357 @@
+"""The command line, run for real: `python -m bot ...` in a subprocess, against a config built
+from config.example.toml and an SQLite file in the test's folder. Success exits 0; bad input
+exits non-zero with exactly one line on stderr and no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.crypto import Cipher, generate_key
+from bot.domain import Channel
+from tests.conftest import ROOT
+
+KEY = generate_key()
+PASSWORD = "correct horse battery staple"
+PHONE = "+13145550142"
+TABLES = {"contacts", "conversations", "messages", "outbox", "provider_events", "staff",
+          "alembic_version"}
+EXAMPLE_DB_LINE = 'url = "sqlite+aiosqlite:///triage.db"'
+EXAMPLE_PORT_LINE = "port = 8080"
+STARTUP_SECONDS = 15
+SHUTDOWN_SECONDS = 10
+
+
+def cli_env(**changes: str | None) -> dict[str, str]:
+    """This process's environment without any TRIAGE_* setting, plus the test's secrets;
+    a None in `changes` removes that variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+    env.update(
+        TRIAGE_ENCRYPTION_KEY=KEY,
+        TRIAGE_SESSION_SECRET="cli-test-session-secret",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+    )
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def replace_line(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"config.example.toml no longer has exactly one {old!r}"
+    return text.replace(old, new)
+
+
+def write_config(folder: Path, port: int | None = None, port_value: str | None = None) -> Path:
+    """config.toml in `folder`: the example, with the database at folder/triage.db."""
+    text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    text = replace_line(text, EXAMPLE_DB_LINE,
+                        f'url = "sqlite+aiosqlite:///{folder / "triage.db"}"')
+    if port is not None or port_value is not None:
+        text = replace_line(text, EXAMPLE_PORT_LINE, f"port = {port_value or port}")
+    path = folder / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def bot(folder: Path, *args: str, stdin: str = "",
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m bot ARGS` in `folder` (where the default config.toml lives)."""
+    return subprocess.run(  # noqa: S603 (our own interpreter and arguments)
+        [sys.executable, "-m", "bot", *args],
+        cwd=folder, env=env or cli_env(), input=stdin, capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+def query(folder: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(folder / "triage.db") as db:
+        return db.execute(sql, params).fetchall()
+
+
+def count(folder: Path, table: str) -> int:
+    return query(folder, f"SELECT count(*) FROM {table}")[0][0]  # noqa: S608 (our table names)
+
+
+def add_staff(folder: Path, username: str, role: str, *extra: str,
+              password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+    return bot(folder, "staff", "add", username, "--role", role, *extra, stdin=password + "\n")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def poll(url: str, process: subprocess.Popen[bytes], log: Path, want: int = 200) -> Any:
+    """GET `url` until it answers `want`, for at most STARTUP_SECONDS; return the JSON body."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        assert process.poll() is None, f"run exited early:\n{log.read_text()}"
+        try:
+            status, body = get_json(url)
+            if status == want:
+                return body
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        assert time.monotonic() < deadline, f"{url} never answered {want}:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def staffed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated database with alice (oncall, with a phone) and bob (staff)."""
+    folder = tmp_path_factory.mktemp("staffed")
+    write_config(folder)
+    assert_ok(bot(folder, "db", "upgrade"))
+    assert_ok(add_staff(folder, "alice", "oncall", "--phone", PHONE))
+    assert_ok(add_staff(folder, "bob", "staff"))
+    return folder
+
+
+# --- keygen ----------------------------------------------------------------------------------
+
+
+def test_keygen_prints_one_fresh_usable_key(tmp_path: Path) -> None:
+    first, second = bot(tmp_path, "keygen"), bot(tmp_path, "keygen")
+
+    for result in (first, second):
+        assert_ok(result)
+        assert len(result.stdout.splitlines()) == 1
+        Cipher.from_env_value(result.stdout.strip())
+    assert first.stdout != second.stdout
+
+
+# --- check-config ----------------------------------------------------------------------------
+
+
+def test_check_config_accepts_the_example(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    result = bot(tmp_path, "check-config", "--config", str(config))
+
+    assert_ok(result)
+    assert result.stdout.startswith("ok")
+
+
+@pytest.mark.parametrize(
+    ("config_name", "port_value", "env_changes", "named"),
+    [
+        pytest.param("missing.toml", None, {}, "config: file not found", id="missing-file"),
+        pytest.param("config.toml", '"x"', {}, "server.port", id="bad-value"),
+        pytest.param("config.toml", None, {"TRIAGE_ENCRYPTION_KEY": None},
+                     "TRIAGE_ENCRYPTION_KEY", id="no-key"),
+        pytest.param("config.toml", None, {"TRIAGE_ENCRYPTION_KEY": "not-a-key"},
+                     "TRIAGE_ENCRYPTION_KEY", id="malformed-key"),
+    ],
+)
+def test_check_config_fails_with_one_line_naming_the_problem(
+    tmp_path: Path, config_name: str, port_value: str | None,
+    env_changes: dict[str, str | None], named: str,
+) -> None:
+    write_config(tmp_path, port_value=port_value)
+
+    result = bot(tmp_path, "check-config", "--config", config_name, env=cli_env(**env_changes))
+
+    assert_one_line_error(result, named)
+    assert result.stdout == ""
+
+
+# --- db upgrade ------------------------------------------------------------------------------
+
+
+def test_db_upgrade_creates_the_tables_and_can_run_again(tmp_path: Path) -> None:
+    write_config(tmp_path)
+
+    assert_ok(bot(tmp_path, "db", "upgrade"))
+    tables = {name for (name,) in query(tmp_path, "SELECT name FROM sqlite_master")}
+    assert TABLES - tables == set()
+    assert_ok(bot(tmp_path, "db", "upgrade"))
+    assert len(query(tmp_path, "SELECT version_num FROM alembic_version")) == 1
+
+
+def test_db_upgrade_of_unknown_revision_fails_with_one_line(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    assert_ok(bot(tmp_path, "db", "upgrade"))
+    with sqlite3.connect(tmp_path / "triage.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = 'from_the_future'")
+
+    assert_one_line_error(bot(tmp_path, "db", "upgrade"), "from_the_future")
+
+
+# --- staff add -------------------------------------------------------------------------------
+
+
+def test_staff_add_stores_hash_role_and_encrypted_phone(tmp_path: Path) -> None:
+    write_config(tmp_path)
+
+    assert_ok(add_staff(tmp_path, "alice", "oncall", "--phone", PHONE))
+
+    [(role, password_hash, phone_enc, phone_hash)] = query(
+        tmp_path, "SELECT role, password_hash, phone_enc, phone_hash FROM staff"
+        " WHERE username = 'alice'"
+    )
+    assert role == "oncall"
+    assert password_hash.startswith("$argon2id$")
+    cipher = Cipher.from_env_value(KEY)
+    assert cipher.decrypt(phone_enc) == PHONE
+    assert phone_hash == cipher.address_hash(Channel.SMS, PHONE)
+    for stored in tmp_path.glob("triage.db*"):
+        assert PHONE[2:].encode() not in stored.read_bytes(), stored.name
+        assert PASSWORD.encode() not in stored.read_bytes(), stored.name
+
+
+@pytest.mark.parametrize(
+    ("username", "args", "password", "named"),
+    [
+        pytest.param("alice", [], PASSWORD, "already", id="same-username"),
+        pytest.param("carol", ["--phone", PHONE], PASSWORD, "already", id="same-phone"),
+        pytest.param("carol", ["--phone", "555"], PASSWORD, "--phone", id="bad-phone"),
+        pytest.param("carol", [], "short", "password", id="short-password"),
+        pytest.param("carol", [], "", "password", id="no-password"),
+    ],
+)
+def test_staff_add_refuses_bad_input_with_one_line(
+    staffed: Path, username: str, args: list[str], password: str, named: str
+) -> None:
+    before = count(staffed, "staff")
+
+    assert_one_line_error(add_staff(staffed, username, "oncall", *args, password=password),
+                          named)
+    assert count(staffed, "staff") == before
+
+
+def test_staff_add_refuses_unknown_role(staffed: Path) -> None:
+    before = count(staffed, "staff")
+
+    result = add_staff(staffed, "carol", "boss")
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--role" in result.stderr
+    assert count(staffed, "staff") == before
+
+
+# --- oncall set ------------------------------------------------------------------------------
+
+
+def test_oncall_set_records_override_in_configured_timezone(staffed: Path) -> None:
+    assert_ok(bot(staffed, "oncall", "set", "alice", "--until", "2030-01-01T09:00"))
+
+    until = query(
+        staffed, "SELECT o.until FROM oncall_overrides o JOIN staff s ON s.id = o.staff_id"
+        " WHERE s.username = 'alice'"
+    )
+    # 09:00 in America/Chicago (the example's [hours] timezone) in January is 15:00 UTC.
+    assert [str(value).startswith("2030-01-01 15:00:00") for (value,) in until] == [True]
+
+
+def yesterday() -> str:
+    return (datetime.now(UTC) - timedelta(days=1)).isoformat(timespec="minutes")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        pytest.param(["nobody"], "nobody", id="unknown-user"),
+        pytest.param(["alice", "--until", yesterday()], "past", id="until-in-the-past"),
+        pytest.param(["alice", "--until", "notadate"], "--until", id="until-not-a-date"),
+        pytest.param(["bob"], "bob", id="staff-role"),
+    ],
+)
+def test_oncall_set_refuses_bad_input_with_one_line(
+    staffed: Path, args: list[str], named: str
+) -> None:
+    before = count(staffed, "oncall_overrides")
+
+    assert_one_line_error(bot(staffed, "oncall", "set", *args), named)
+    assert count(staffed, "oncall_overrides") == before
+
+
+# --- purge -----------------------------------------------------------------------------------
+
+
+def test_purge_with_nothing_expired_purges_nothing(staffed: Path) -> None:
+    result = bot(staffed, "purge")
+
+    assert_ok(result)
+    assert result.stdout.startswith("purged 0 conversations")
+
+
+# --- run -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """`python -m bot run` on a free port; yields (process, port, stderr log file)."""
+    port = free_port()
+    config = write_config(tmp_path, port=port)
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
+            [sys.executable, "-m", "bot", "run", "--config", str(config)],
+            cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=stderr,
+        )
+    try:
+        yield process, port, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=SHUTDOWN_SECONDS)
+
+
+def test_run_serves_health_logs_disabled_channels_and_stops_on_sigterm(
+    running: tuple[subprocess.Popen[bytes], int, Path],
+) -> None:
+    process, port, log = running
+    base = f"http://127.0.0.1:{port}"
+
+    assert poll(f"{base}/healthz", process, log) == {"status": "ok"}
+    assert poll(f"{base}/readyz", process, log)["ready"] is True
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=SHUTDOWN_SECONDS) == 0
+
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    disabled = {e.get("channel") for e in entries if e.get("event") == "channel_disabled"}
+    assert disabled == {"sms", "telegram"}

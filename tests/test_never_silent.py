@@ -1,0 +1,115 @@
+"""When the database cannot take a message: the contact still gets the safety text at once,
+the message waits encrypted in the spool, and it is taken in once the database is back."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.storage.models import Conversation, Escalation, Message, ProviderEvent
+from tests.conftest import Service, example_config
+from tests.fixtures import CONTACT_NUMBER, TELEGRAM_CONTACT_ID
+
+SAFETY = example_config()["replies"]["en"]["safety"]
+FAST_FALLBACK = {"database": {"write_timeout_seconds": 0.3}}
+
+
+@contextmanager
+def database_down(path: Path) -> Iterator[None]:
+    """Another process holds SQLite's write lock: every write waits, then fails. (Unlike
+    chmod, this works for root, which CI runs as.)"""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+async def rows(svc: Service, model: type) -> int:
+    return await svc.query(lambda s: s.scalar(select(func.count()).select_from(model)))
+
+
+def spool_files(svc: Service) -> list[Path]:
+    return sorted(svc.services.settings.database.spool_dir.glob("*.msg"))
+
+
+@pytest.fixture
+def db_path(env) -> Path:
+    return env.tmp_path / "triage.db"
+
+
+async def test_sms_gets_safety_text_in_twiml_when_database_is_down(
+    start_service, fake_twilio, db_path
+):
+    svc = await start_service(fake_twilio, **FAST_FALLBACK)
+    with database_down(db_path):
+        status, twiml = await svc.sms("he has a gun, I can't leave")
+        assert status == 200
+        assert f"<Message>{SAFETY}</Message>" in twiml
+        [spooled] = spool_files(svc)
+        raw = spooled.read_bytes()
+        assert b"gun" not in raw and CONTACT_NUMBER[2:].encode() not in raw
+        assert await rows(svc, ProviderEvent) == 0
+
+    assert await svc.services.intake.drain_spool() == 1
+    assert spool_files(svc) == []
+    [inbound] = await svc.all(Message)
+    assert svc.decrypt(inbound.body_enc) == "he has a gun, I can't leave"
+    [escalation] = await svc.all(Escalation)
+    assert escalation.status == "open"
+    # The contact already had the safety text; nothing is sent late on top of it.
+    await fake_twilio.assert_no_more(0)
+
+
+async def test_stop_while_database_is_down_gets_no_reply(start_service, fake_twilio, db_path):
+    svc = await start_service(fake_twilio, **FAST_FALLBACK)
+    with database_down(db_path):
+        status, twiml = await svc.sms("STOP")
+    assert status == 200 and "<Message>" not in twiml
+    await svc.services.intake.drain_spool()
+    [conversation_count] = [await rows(svc, Conversation)]
+    assert conversation_count == 0
+
+
+async def test_telegram_webhook_replies_in_its_answer_when_database_is_down(
+    start_service, fake_telegram, db_path
+):
+    svc = await start_service(telegram=fake_telegram, **FAST_FALLBACK)
+    with database_down(db_path):
+        status, body = await svc.telegram("Hello")
+    assert status == 200
+    assert body == {"method": "sendMessage", "chat_id": TELEGRAM_CONTACT_ID, "text": SAFETY}
+    assert len(spool_files(svc)) == 1
+    await svc.services.intake.drain_spool()
+    assert await rows(svc, Message) == 1
+
+
+async def test_spooled_message_survives_a_restart(start_service, fake_twilio, db_path, env):
+    svc = await start_service(fake_twilio, **FAST_FALLBACK)
+    with database_down(db_path):
+        await svc.sms("Hello")
+    await svc.client.close()
+    # A new process start takes the spool in before anything else.
+    svc = await start_service(fake_twilio, **FAST_FALLBACK)
+    assert spool_files(svc) == []
+    assert await rows(svc, Message) == 1
+
+
+async def test_replayed_message_after_spooling_is_taken_in_once(
+    start_service, fake_twilio, db_path
+):
+    svc = await start_service(fake_twilio, **FAST_FALLBACK)
+    sid = svc.next_sid()
+    with database_down(db_path):
+        await svc.sms("Hello", sid=sid)
+    await svc.sms("Hello", sid=sid)  # the provider retries once the database is back
+    await svc.services.intake.drain_spool()
+    assert await rows(svc, ProviderEvent) == 1
+    assert spool_files(svc) == []

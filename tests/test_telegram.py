@@ -1,0 +1,354 @@
+"""The Telegram channel end to end: the real app and the real python-telegram-bot, talking to
+the fake Bot API. Assertions are about what a contact would see (the exact texts the Bot API
+was asked to send) and what staff would find in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import pytest
+
+from bot.app import create_app
+from bot.config import parse_settings
+from bot.storage.models import (
+    Contact,
+    Conversation,
+    Escalation,
+    Message,
+    Outbox,
+    ProviderEvent,
+)
+from tests.conftest import (
+    MONDAY_10AM,
+    PUBLIC_URL,
+    WEBHOOK_SECRET,
+    Clock,
+    Env,
+    Service,
+    StartService,
+    example_config,
+)
+from tests.fakes.telegram_api import FakeTelegram, SentTelegram
+from tests.fixtures import TELEGRAM_CONTACT_ID, load_telegram_update
+
+T = TypeVar("T")
+
+WEBHOOK_PATH = "/webhooks/telegram"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+TEXT_911 = re.compile(r"text(ing)?\s+911", re.IGNORECASE)
+PHOTO_CAPTION = load_telegram_update("photo_caption")["message"]["caption"]
+
+# The reply texts as configured, read straight from the example config the tests run on.
+TEMPLATES: dict[str, dict[str, str]] = example_config()["replies"]
+
+
+def render(language: str, key: str, **values: str) -> str:
+    templates = TEMPLATES[language]
+    return templates[key].format(safety=templates["safety"], **values).strip()
+
+
+def first_contact_during_hours(language: str) -> str:
+    """The first reply at the test clock's Monday 10:00, when staff are in."""
+    return render(
+        language,
+        "first_contact",
+        hours_status=render(language, "hours_open"),
+        intake_question=render(language, "intake_question"),
+    )
+
+
+def calls_to(fake: FakeTelegram, method: str) -> list[dict[str, Any]]:
+    """Parameters of every Bot API call of ``method``, in order, whatever the outcome."""
+    return [params for name, params in fake.calls if name.lower() == method.lower()]
+
+
+def assert_never_says_text_911(sent: list[SentTelegram]) -> None:
+    offending = [m.text for m in sent if TEXT_911.search(m.text)]
+    assert not offending, f"Telegram cannot reach 911 by text, yet we said so: {offending!r}"
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[T]],
+    what: str,
+    timeout: float = 5.0,  # noqa: ASYNC109 - a deadline for polling, not a cancel scope
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def post_raw(service: Service, body: bytes, headers: dict[str, str]) -> int:
+    """POST arbitrary bytes to the Telegram webhook; return the HTTP status."""
+    response = await service.client.post(WEBHOOK_PATH, data=body, headers=headers)
+    return response.status
+
+
+async def inbound_messages(service: Service) -> list[Message]:
+    return [m for m in await service.all(Message) if m.direction == "in"]
+
+
+async def assert_nothing_written(service: Service) -> None:
+    for model in (ProviderEvent, Contact, Conversation, Message, Outbox):
+        assert await service.all(model) == [], f"{model.__name__} rows were written"
+
+
+@pytest.fixture
+async def service(start_service: StartService, fake_telegram: FakeTelegram) -> Service:
+    """The app with Telegram on, in webhook mode (the test default)."""
+    return await start_service(telegram=fake_telegram)
+
+
+@pytest.fixture
+def start_polling(
+    aiohttp_client: Callable[..., Any], env: Env, clock: Clock
+) -> Callable[[FakeTelegram], Awaitable[Service]]:
+    """The app with Telegram in polling mode.
+
+    start_service(telegram=...) takes the fake there, so the [telegram] table cannot be
+    overridden through it; this builds the same app from the same config instead.
+    """
+
+    async def start(fake: FakeTelegram) -> Service:
+        raw = env.raw_config(None, fake)
+        raw["telegram"]["mode"] = "polling"
+        settings = parse_settings(raw, env.environ(), base_dir=env.tmp_path)
+        return Service(await aiohttp_client(create_app(settings, clock)), clock)
+
+    return start
+
+
+async def test_telegram_first_message_gets_safety_reply(
+    service: Service, fake_telegram: FakeTelegram
+) -> None:
+    status, body = await service.telegram("Hello")
+
+    assert (status, body) == (200, {})
+    [reply] = await fake_telegram.wait_for_messages(1)
+    assert reply.chat_id == TELEGRAM_CONTACT_ID
+    assert reply.text == first_contact_during_hours("en")
+    assert "call 911" in reply.text
+    assert "1-888-373-7888" in reply.text
+    assert render("en", "intake_question") in reply.text
+    assert_never_says_text_911([reply])
+    await fake_telegram.assert_no_more(1)
+    [conversation] = await service.all(Conversation)
+    assert conversation.channel == "telegram"
+    assert conversation.status == "open"
+
+
+async def test_start_command_is_first_contact(
+    service: Service, fake_telegram: FakeTelegram
+) -> None:
+    status, _ = await service.telegram("/start", fixture="start")
+
+    assert status == 200
+    [reply] = await fake_telegram.wait_for_messages(1)
+    assert reply.chat_id == TELEGRAM_CONTACT_ID
+    assert reply.text == first_contact_during_hours("en")
+    await fake_telegram.assert_no_more(1)
+
+
+async def test_duplicate_update_id_replies_once(
+    service: Service, fake_telegram: FakeTelegram
+) -> None:
+    first = await service.telegram("Hello", update_id=424242)
+    await fake_telegram.wait_for_messages(1)
+    again = await service.telegram("Hello", update_id=424242)
+
+    assert first[0] == again[0] == 200
+    await fake_telegram.assert_no_more(1)
+    assert len(await inbound_messages(service)) == 1
+    assert [(e.channel, e.provider_id) for e in await service.all(ProviderEvent)] == [
+        ("telegram", "424242")
+    ]
+
+
+async def test_wrong_or_missing_secret_token_is_403_and_writes_nothing(
+    service: Service, fake_telegram: FakeTelegram
+) -> None:
+    update = load_telegram_update("text_message", text="Hello")
+
+    wrong, _ = await service.telegram("Hello", secret="not-" + WEBHOOK_SECRET)
+    response = await service.client.post(WEBHOOK_PATH, json=update)  # no header at all
+
+    assert wrong == 403
+    assert response.status == 403
+    await assert_nothing_written(service)
+    await fake_telegram.assert_no_more(0)
+
+
+@pytest.mark.parametrize("fixture", ["group_message", "edited_message"])
+async def test_group_and_edited_messages_are_ignored(
+    service: Service, fake_telegram: FakeTelegram, fixture: str
+) -> None:
+    status, _ = await service.telegram("Hello", fixture=fixture)
+
+    assert status == 200
+    await assert_nothing_written(service)
+    await fake_telegram.assert_no_more(0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"this is not json", id="not-json"),
+        pytest.param(b'{"message": {"text": "Hello"}}', id="no-update-id"),
+        pytest.param(b'{"update_id": 1, "message": {"text": "caf\xe9"}}', id="not-utf8"),
+    ],
+)
+async def test_malformed_update_is_400(
+    service: Service, fake_telegram: FakeTelegram, body: bytes
+) -> None:
+    headers = {SECRET_HEADER: WEBHOOK_SECRET, "Content-Type": "application/json"}
+
+    assert await post_raw(service, body, headers) == 400
+    await assert_nothing_written(service)
+    await fake_telegram.assert_no_more(0)
+
+
+async def test_stop_on_telegram_sends_one_confirmation_then_nothing(
+    service: Service, fake_telegram: FakeTelegram
+) -> None:
+    status, _ = await service.telegram("STOP")
+
+    assert status == 200
+    [confirmation] = await fake_telegram.wait_for_messages(1)
+    assert confirmation.chat_id == TELEGRAM_CONTACT_ID
+    assert confirmation.text == render("en", "optout_confirm")
+
+    status, _ = await service.telegram("hello again")
+
+    assert status == 200
+    await fake_telegram.assert_no_more(1, wait=1.5)
+    assert len(calls_to(fake_telegram, "sendMessage")) == 1
+    bodies = [service.decrypt(m.body_enc) for m in await inbound_messages(service)]
+    assert "hello again" in bodies  # still reaches the staff queue
+    [contact] = await service.all(Contact)
+    assert contact.opted_out is True
+
+
+async def test_rate_limited_send_honours_retry_after(
+    service: Service, fake_telegram: FakeTelegram, clock: Clock
+) -> None:
+    fake_telegram.fail_next(429, retry_after=1)
+
+    status, _ = await service.telegram("Hello")
+    assert status == 200
+
+    async def failed_attempt_recorded() -> Outbox | None:
+        rows = await service.all(Outbox)
+        if len(rows) == 1 and rows[0].status == "pending" and rows[0].attempts == 1:
+            return rows[0]
+        return None
+
+    failed = await wait_until(failed_attempt_recorded, "the 429 to be recorded on the outbox row")
+    assert len(calls_to(fake_telegram, "sendMessage")) == 1
+    assert failed.last_error == "telegram:429"
+    assert failed.next_attempt_at >= MONDAY_10AM + timedelta(seconds=1)
+    # The service's clock has not moved: retry_after has not passed, so nothing may go out.
+    await fake_telegram.assert_no_more(0, wait=1.5)
+
+    clock.advance(seconds=2)
+
+    [reply] = await fake_telegram.wait_for_messages(1, timeout=5)
+    assert reply.chat_id == TELEGRAM_CONTACT_ID
+    assert reply.text == first_contact_during_hours("en")
+    assert len(calls_to(fake_telegram, "sendMessage")) == 2
+
+    async def sent_row() -> Outbox | None:
+        [row] = await service.all(Outbox)
+        return row if row.status == "sent" else None
+
+    row = await wait_until(sent_row, "the outbox row to be marked sent")
+    assert row.attempts == 2
+
+
+async def test_polling_mode_takes_updates_and_replies(
+    start_polling: Callable[[FakeTelegram], Awaitable[Service]], fake_telegram: FakeTelegram
+) -> None:
+    update_id = 500000101
+    service = await start_polling(fake_telegram)
+
+    fake_telegram.push_update(
+        load_telegram_update("text_message", update_id=update_id, chat_id=TELEGRAM_CONTACT_ID)
+    )
+
+    [reply] = await fake_telegram.wait_for_messages(1)
+    assert reply.chat_id == TELEGRAM_CONTACT_ID
+    assert reply.text == first_contact_during_hours("en")
+    methods = [name.lower() for name, _ in fake_telegram.calls]
+    assert "deletewebhook" in methods
+    assert methods.index("deletewebhook") < methods.index("getupdates")
+    assert fake_telegram.webhook is None
+
+    async def confirming_poll() -> bool:
+        return any(p.get("offset") == update_id + 1 for p in calls_to(fake_telegram, "getUpdates"))
+
+    await wait_until(confirming_poll, f"a getUpdates with offset={update_id + 1}")
+    polls = calls_to(fake_telegram, "getUpdates")
+    assert polls[0].get("offset") is None  # nothing confirmed before it was stored
+    assert [(e.channel, e.provider_id) for e in await service.all(ProviderEvent)] == [
+        ("telegram", str(update_id))
+    ]
+    assert len(await inbound_messages(service)) == 1
+
+
+async def test_webhook_mode_registers_webhook_with_secret(
+    service: Service, fake_telegram: FakeTelegram
+) -> None:
+    webhook = fake_telegram.webhook
+
+    assert webhook is not None
+    assert webhook["url"] == PUBLIC_URL + WEBHOOK_PATH
+    assert webhook["secret_token"] == WEBHOOK_SECRET
+    assert webhook["allowed_updates"] == ["message"]
+
+
+async def test_photo_caption_counts_media(service: Service, fake_telegram: FakeTelegram) -> None:
+    status, _ = await service.telegram(PHOTO_CAPTION, fixture="photo_caption")
+
+    assert status == 200
+    [message] = await inbound_messages(service)
+    assert message.media_count == 1
+    assert service.decrypt(message.body_enc) == PHOTO_CAPTION
+    [reply] = await fake_telegram.wait_for_messages(1)
+    assert reply.text == first_contact_during_hours("en")
+
+
+async def test_spanish_first_message_answered_in_spanish(
+    service: Service, fake_telegram: FakeTelegram
+) -> None:
+    status, _ = await service.telegram("hola necesito ayuda")
+
+    assert status == 200
+    [reply] = await fake_telegram.wait_for_messages(1)
+    assert reply.text.startswith("Gracias por escribirnos")
+    assert reply.text == first_contact_during_hours("es")
+    await fake_telegram.assert_no_more(1)
+
+
+async def test_emergency_on_telegram_never_says_text_911(
+    service: Service, fake_telegram: FakeTelegram
+) -> None:
+    status, _ = await service.telegram("estoy en peligro")
+
+    assert status == 200
+    [reply] = await fake_telegram.wait_for_messages(1)
+    assert reply.chat_id == TELEGRAM_CONTACT_ID
+    assert reply.text == render("es", "emergency")
+    [escalation] = await service.all(Escalation)
+    assert escalation.status == "open"
+    assert escalation.channel == "telegram"
+    await fake_telegram.assert_no_more(1)
+    assert_never_says_text_911(fake_telegram.sent)
