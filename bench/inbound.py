@@ -23,9 +23,9 @@ One run measures:
 Each server runs in its own subprocess (`--serve full|bare`, started by this script), so the
 load generator never shares the server's event loop; on a 2-core machine each gets a core.
 The fake Twilio runs here, in the client process, like the real Twilio would run elsewhere.
-All traffic stays on 127.0.0.1, on ports the OS picks. The server's clock is fixed on a
-Monday at 10:00 in Chicago (inside business hours), so results do not depend on when the
-benchmark runs.
+All traffic stays on 127.0.0.1, on ports the OS picks. The server's clock starts on a
+Monday at 10:00 in Chicago (inside business hours) and runs on from there, so results do
+not depend on when the benchmark runs.
 
 The exit status is 0 whether the targets pass or fail (this is a measurement, not a test);
 it is non-zero only if something crashed. A JSON summary is written to --json PATH, or else
@@ -50,9 +50,9 @@ import time
 import tomllib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import sqlalchemy
@@ -81,7 +81,7 @@ from tests.fixtures import (  # noqa: E402
 INBOUND_PATH = "/webhooks/twilio/sms"
 PUBLIC_URL = "https://triage.example.org"
 # Monday 2026-11-30 10:00 in America/Chicago: inside the example config's business hours.
-FIXED_NOW = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
+START_NOW = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
 # Fictional contacts +1 314 555 0101..0199 (0100 is the service's own number).
 CONTACT_NUMBERS = tuple(f"+1314555{n:04d}" for n in range(101, 200))
@@ -101,8 +101,18 @@ REPLY_WAIT = 10.0  # how long to wait for replies still in flight after the last
 # --- the servers under test (run in a subprocess) ----------------------------------------------
 
 
-def fixed_clock() -> datetime:
-    return FIXED_NOW
+class MondayClock:
+    """The server's clock: Monday 10:00 in Chicago when the server starts, then moving with
+    real time. Results do not depend on when the bench runs (a run stays well inside the
+    09:00-17:00 hours), yet timestamps still differ between messages as in production; a
+    frozen clock would let SQLAlchemy skip the per-message UPDATE of last_inbound_at."""
+
+    def __init__(self, start: datetime) -> None:
+        self._start = start
+        self._started = time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self._start + timedelta(seconds=time.monotonic() - self._started)
 
 
 def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,7 +180,7 @@ async def serve(kind: str, db_dir: Path | None, twilio_url: str | None) -> None:
     if kind == "full":
         if db_dir is None or twilio_url is None:
             raise SystemExit("--serve full needs --db-dir and --twilio-url")
-        app = create_app(full_settings(db_dir, twilio_url), fixed_clock)
+        app = create_app(full_settings(db_dir, twilio_url), MondayClock(START_NOW))
     else:
         app = bare_app()
     # As in `python -m bot run`: no access log.
@@ -209,8 +219,13 @@ class WebhookFactory:
         self._sid += 1
         sid = f"SM{self._sid:032x}"
         # Overridden fields keep their place in the fixture's order, as Twilio would send.
-        form = {**self._form, "From": number, "MessageSid": sid, "SmsMessageSid": sid,
-                "SmsSid": sid}
+        form = {
+            **self._form,
+            "From": number,
+            "MessageSid": sid,
+            "SmsMessageSid": sid,
+            "SmsSid": sid,
+        }
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             "X-Twilio-Signature": twilio_signature(AUTH_TOKEN, PUBLIC_URL + INBOUND_PATH, form),
@@ -261,6 +276,9 @@ class Run:
             # CPU per request is what other load on the machine skews least.
             "server_cpu_ms_per_request": round(
                 1000 * self.server_cpu_seconds / max(1, len(self.latencies_ms)), 3
+            ),
+            "client_cpu_ms_per_request": round(
+                1000 * self.client_cpu_seconds / max(1, len(self.latencies_ms)), 3
             ),
         }
 
@@ -332,12 +350,25 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def server_process(kind: str, *extra: str) -> AsyncIterator[Server]:
-    """Start `--serve kind` in a subprocess, wait for its READY line, stop it afterwards."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(THIS_FILE), "--serve", kind, *extra,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT,
-    )
+async def server_process(kind: str, workdir: Path, *extra: str) -> AsyncIterator[Server]:
+    """Start `--serve kind` in a subprocess, wait for its READY line, stop it afterwards.
+
+    The server's stderr goes to workdir/server.log and is relayed, labelled, once it stopped,
+    so its warnings are neither lost nor mixed into the results table.
+    """
+    log_path = workdir / "server.log"
+    with open_log(log_path) as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(THIS_FILE),
+            "--serve",
+            kind,
+            *extra,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+            cwd=ROOT,
+        )
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
@@ -347,6 +378,22 @@ async def server_process(kind: str, *extra: str) -> AsyncIterator[Server]:
         yield Server(proc.pid, f"http://127.0.0.1:{port}{INBOUND_PATH}")
     finally:
         await stop_process(proc)
+        relay_log(f"{kind} server in {workdir.name}", log_path)
+
+
+def open_log(path: Path) -> IO[bytes]:
+    return path.open("wb")
+
+
+def relay_log(label: str, path: Path, most: int = 12) -> None:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return
+    for line in lines[:most]:
+        print(f"[{label}] {line}", file=sys.stderr)
+    if len(lines) > most:
+        print(f"[{label}] ... {len(lines) - most} more lines", file=sys.stderr)
 
 
 async def stop_process(proc: asyncio.subprocess.Process) -> None:
@@ -365,7 +412,7 @@ def full_server(
     """The real service on a fresh SQLite database in tmp/name, sending to `fake`."""
     db_dir = tmp / name
     db_dir.mkdir()
-    return server_process("full", "--db-dir", str(db_dir), "--twilio-url", fake.base_url)
+    return server_process("full", db_dir, "--db-dir", str(db_dir), "--twilio-url", fake.base_url)
 
 
 async def wait_for_replies(fake: FakeTwilio, total: int) -> None:
@@ -385,7 +432,10 @@ class Options:
 
 
 async def measure_full(
-    session: aiohttp.ClientSession, fake: FakeTwilio, tmp: Path, factory: WebhookFactory,
+    session: aiohttp.ClientSession,
+    fake: FakeTwilio,
+    tmp: Path,
+    factory: WebhookFactory,
     opts: Options,
 ) -> tuple[Run, int]:
     """Phase 1; also returns how many replies went out during the timed part."""
@@ -397,20 +447,22 @@ async def measure_full(
         # The warm-up's first contacts are replied to now, not inside the timed run.
         await wait_for_replies(fake, first_replies)
         before = len(fake.sent)
-        run = await drive(session, server.url, hooks, opts.concurrency, opts.time_limit,
-                          server.pid)
+        run = await drive(session, server.url, hooks, opts.concurrency, opts.time_limit, server.pid)
         return run, len(fake.sent) - before
 
 
 async def measure_bare(
-    session: aiohttp.ClientSession, factory: WebhookFactory, opts: Options
+    session: aiohttp.ClientSession, tmp: Path, factory: WebhookFactory, opts: Options
 ) -> Run:
     warmup = factory.cycle(opts.warmup, CONTACT_NUMBERS)
     hooks = factory.cycle(opts.requests, CONTACT_NUMBERS)
-    async with server_process("bare") as server:
+    workdir = tmp / "bare"
+    workdir.mkdir()
+    async with server_process("bare", workdir) as server:
         await drive(session, server.url, warmup, opts.concurrency, opts.time_limit, server.pid)
-        return await drive(session, server.url, hooks, opts.concurrency, opts.time_limit,
-                           server.pid)
+        return await drive(
+            session, server.url, hooks, opts.concurrency, opts.time_limit, server.pid
+        )
 
 
 @dataclass
@@ -440,8 +492,12 @@ class Replies:
 
 
 async def steady(
-    session: aiohttp.ClientSession, fake: FakeTwilio, url: str, hooks: Sequence[Webhook],
-    rate: float, out: Replies,
+    session: aiohttp.ClientSession,
+    fake: FakeTwilio,
+    url: str,
+    hooks: Sequence[Webhook],
+    rate: float,
+    out: Replies,
 ) -> None:
     """Post `hooks` at a steady `rate` (not waiting for answers) and match each reply to its
     webhook by the `to` number, which is unique within the batch.
@@ -484,7 +540,10 @@ def batch_sizes(total: int, most: int) -> list[int]:
 
 
 async def measure_replies(
-    session: aiohttp.ClientSession, fake: FakeTwilio, tmp: Path, factory: WebhookFactory,
+    session: aiohttp.ClientSession,
+    fake: FakeTwilio,
+    tmp: Path,
+    factory: WebhookFactory,
     opts: Options,
 ) -> Replies:
     """Phase 4: a fresh database per batch, so every webhook is a contact's first message
@@ -539,7 +598,7 @@ async def bench(opts: Options) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="bench-inbound-") as tmp_name:
                 tmp = Path(tmp_name)
                 full, full_replies = await measure_full(session, fake, tmp, factory, opts)
-                bare = await measure_bare(session, factory, opts)
+                bare = await measure_bare(session, tmp, factory, opts)
                 replies = await measure_replies(session, fake, tmp, factory, opts)
     finally:
         await fake.close()
@@ -598,30 +657,47 @@ def report(result: Mapping[str, Any]) -> str:
     for name in ("full", "bare"):
         if result[name]["first_error"]:
             lines.append(f"{name}: first error: {result[name]['first_error']}")
+    busiest = max(m["load_before"] or 0, m["load_after"] or 0)
+    if m["cores"] and busiest > m["cores"]:
+        lines.append(
+            f"warning: load average {busiest} on {m['cores']} cores: other processes took CPU "
+            "from the servers; req/s and latencies are pessimistic, CPU/request less so"
+        )
     return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000, help="timed webhooks per server")
-    parser.add_argument("--warmup", type=int, default=200, help="untimed webhooks first")
+    parser.add_argument("--requests", type=int, help="timed webhooks per server (3000)")
+    parser.add_argument("--warmup", type=int, help="untimed webhooks first (200)")
     parser.add_argument("--concurrency", type=int, default=32, help="connections and workers")
-    parser.add_argument("--replies", type=int, default=500, help="phase 4 first contacts")
+    parser.add_argument("--replies", type=int, help="phase 4 first contacts (500)")
     parser.add_argument("--reply-rate", type=float, default=50.0, help="phase 4 webhooks/s")
-    parser.add_argument("--time-limit", type=float, default=300.0,
-                        help="seconds after which a timed run stops sending")
-    parser.add_argument("--quick", action="store_true",
-                        help="small smoke run: 300 requests, 50 warm-up, 100 replies")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=300.0,
+        help="seconds after which a timed run stops sending",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small smoke run: 300 requests, 50 warm-up, 100 replies, unless given",
+    )
     parser.add_argument("--json", type=Path, help="write the JSON summary here")
     # Internal: how this script starts the servers under test.
     parser.add_argument("--serve", choices=("full", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--db-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--twilio-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.requests, args.warmup, args.replies = 300, 50, 100
+    defaults = (300, 50, 100) if args.quick else (3000, 200, 500)
+    for name, default in zip(("requests", "warmup", "replies"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if min(args.requests, args.concurrency, args.replies) < 1 or args.reply_rate <= 0:
         parser.error("--requests, --concurrency, --replies and --reply-rate must be positive")
+    if args.warmup < 0 or args.time_limit <= 0:
+        parser.error("--warmup must not be negative and --time-limit must be positive")
     return args
 
 
@@ -632,8 +708,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve:
         asyncio.run(serve(args.serve, args.db_dir, args.twilio_url))
         return 0
-    opts = Options(args.requests, args.warmup, args.concurrency, args.replies,
-                   args.reply_rate, args.time_limit)
+    opts = Options(
+        args.requests, args.warmup, args.concurrency, args.replies, args.reply_rate, args.time_limit
+    )
     result = asyncio.run(bench(opts))
     print(report(result), flush=True)
     summary = json.dumps(json_safe(result))

@@ -8,6 +8,7 @@ channels, scheduler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from bot.outbox import OutboxWorker, Sender
 from bot.spool import Spool
 from bot.storage.database import ensure_schema, make_engine
 from bot.storage.writer import Writer
+from handlers.escalation import EscalationDeps
 from handlers.inbound import InboundDeps
 from handlers.keywords import EmergencyMatcher
 from schedules import register_jobs
@@ -59,6 +61,7 @@ class Services:
     worker: OutboxWorker
     intake: Intake
     spool: Spool
+    escalation: EscalationDeps
     senders: dict[str, Sender] = field(default_factory=dict)
     telegram_bot: Bot | None = None
     scheduler: AsyncIOScheduler | None = None
@@ -77,6 +80,15 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     rates = {"sms": settings.sms.max_per_second, "telegram": settings.telegram.max_per_second}
     worker = OutboxWorker(writer, cipher, senders, rates, settings.outbox, clock)
     writer.on_commit = worker.wake
+    enabled = {"sms": settings.sms.enabled, "telegram": settings.telegram.enabled}
+    channels = frozenset(name for name, on in enabled.items() if on)
+    escalation = EscalationDeps(
+        cipher=cipher,
+        rota=settings.oncall,
+        policy=settings.escalation,
+        public_url=settings.server.public_url,
+        channels=channels,
+    )
     deps = InboundDeps(
         cipher=cipher,
         hours=settings.hours,
@@ -84,10 +96,13 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         emergency=EmergencyMatcher(
             [p for phrases in settings.emergency_phrases.values() for p in phrases]
         ),
+        escalation=escalation,
     )
     spool = Spool(settings.database.spool_dir, cipher)
     intake = Intake(writer, deps, spool, clock, settings.database.write_timeout_seconds)
-    services = Services(settings, clock, engine, cipher, writer, worker, intake, spool, senders)
+    services = Services(
+        settings, clock, engine, cipher, writer, worker, intake, spool, escalation, senders
+    )
     if settings.telegram.enabled:
         services.telegram_bot = make_bot(settings.telegram)
     return services
@@ -160,10 +175,8 @@ async def _telegram(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
     await asyncio.gather(*services.tasks, return_exceptions=True)
     services.tasks.clear()
-    try:
+    with contextlib.suppress(TelegramError):
         await bot.shutdown()
-    except TelegramError:
-        pass
 
 
 async def _outbox(app: web.Application) -> AsyncIterator[None]:

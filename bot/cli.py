@@ -7,27 +7,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import signal
 import sys
-import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from aiohttp import web
+from alembic.util import CommandError as MigrationError
 from argon2 import PasswordHasher
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bot.app import create_app, utc_now
 from bot.config import ConfigError, Settings, load_settings
 from bot.crypto import Cipher, KeyMaterialError, generate_key
 from bot.domain import Channel, StaffRole
 from bot.logs import configure_logging
-from bot.storage.database import DatabaseNotMigrated, ensure_schema, make_engine, upgrade
+from bot.storage.database import (
+    DatabaseNotMigrated,
+    ensure_schema,
+    make_engine,
+    run_in_transaction,
+    upgrade,
+)
 from bot.storage.models import OncallOverride, Staff
 from bot.storage.queries import audit
 from handlers.retention import Purged, purge_expired
@@ -49,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CommandError, ConfigError, KeyMaterialError, DatabaseNotMigrated) as exc:
+    except (CommandError, ConfigError, KeyMaterialError, DatabaseNotMigrated,
+            MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SQLAlchemyError as exc:
@@ -151,15 +159,14 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+def _with_session(settings: Settings, work: Callable[[Session], T]) -> T:
     """Run `work` in one transaction against the configured database."""
 
     async def go() -> T:
         engine = make_engine(settings.database.url)
         try:
             await ensure_schema(engine)
-            async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
-                return await work(session)
+            return await run_in_transaction(engine, work)
         finally:
             await engine.dispose()
 
@@ -195,9 +202,9 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
         created_at=now,
     )
 
-    async def work(session: AsyncSession) -> None:
+    def work(session: Session) -> None:
         session.add(staff)
-        await session.flush()
+        session.flush()
         audit(session, now, "staff_added", "staff", staff.id, actor="cli",
               detail=f"role={args.role}")
 
@@ -226,8 +233,8 @@ def cmd_oncall_set(args: argparse.Namespace) -> int:
         if until <= now:
             raise CommandError("--until is in the past")
 
-    async def work(session: AsyncSession) -> None:
-        staff = await session.scalar(
+    def work(session: Session) -> None:
+        staff = session.scalar(
             select(Staff).where(Staff.username == args.username, Staff.disabled.is_(False))
         )
         if staff is None:
@@ -248,8 +255,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
     settings = _settings(args)
     now = utc_now()
 
-    async def work(session: AsyncSession) -> Purged:
-        return await purge_expired(session, now, settings.privacy.retention_days)
+    def work(session: Session) -> Purged:
+        return purge_expired(session, now, settings.privacy.retention_days)
 
     result = _with_session(settings, work)
     print(f"purged {result.conversations} conversations, {result.contacts} contacts")

@@ -10,12 +10,14 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from bot.defaults import DEFAULT_EMERGENCY_PHRASES
 from bot.gsm import is_gsm7, sms_segments
 from bot.hours import BusinessHours, HoursError
+from bot.rota import Rota
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///triage.db"
 TWILIO_API_BASE_URL = "https://api.twilio.com"
@@ -54,7 +56,12 @@ TEMPLATE_KEYS = (
     "language_set",
 )
 # A reply must never suggest texting 911: Telegram and web chat cannot reach it.
-TEXT_911 = re.compile(r"\btext(ing)?\s+(to\s+)?911\b|\bmensaje\s+(al\s+)?911\b", re.IGNORECASE)
+TEXT_911 = re.compile(
+    r"\btext(ing|o)?\b(\s+\w+){0,3}?\s+911\b"  # text 911, text us at 911, texto al 911
+    r"|\bmensaje\b(\s+\w+){0,4}?\s+911\b"  # mensaje de texto al 911
+    r"|\bescrib\w*\s+al\s+911\b",  # escriba al 911
+    re.IGNORECASE,
+)
 
 
 class ConfigError(ValueError):
@@ -126,13 +133,6 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
-class OncallSettings:
-    rotation: tuple[str, ...]
-    handover: str
-    backup: str
-
-
-@dataclass(frozen=True)
 class EscalationSettings:
     repage_after_seconds: int
     everyone_after_seconds: int
@@ -158,7 +158,7 @@ class Settings:
     sms: SmsSettings
     telegram: TelegramSettings
     privacy: PrivacySettings
-    oncall: OncallSettings
+    oncall: Rota
     escalation: EscalationSettings
     outbox: OutboxSettings
     emergency_phrases: Mapping[str, tuple[str, ...]]
@@ -176,13 +176,13 @@ class _Table:
         self.name = name
 
     def key(self, key: str) -> str:
-        return f"{self.name}.{key}"
+        return f"{self.name}.{key}" if self.name else key
 
     def table(self, key: str) -> _Table:
         value = self.data.get(key, {})
         if not isinstance(value, Mapping):
             raise ConfigError(self.key(key), "must be a table")
-        return _Table(value, self.key(key) if self.name else key)
+        return _Table(value, self.key(key))
 
     def str(self, key: str, default: str | None = None) -> str:
         value = self.data.get(key, default)
@@ -206,12 +206,14 @@ class _Table:
             raise ConfigError(self.key(key), f"must be at least {minimum:g}")
         return float(value)
 
-    def int(self, key: str, default: int, minimum: int = 0) -> int:
+    def int(self, key: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         value = self.data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(self.key(key), "must be a whole number")
         if value < minimum:
             raise ConfigError(self.key(key), f"must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(self.key(key), f"must be at most {maximum}")
         return value
 
     def str_list(self, key: str, default: list[str] | None = None) -> list[str]:
@@ -243,14 +245,15 @@ def parse_settings(
     source: Path | None = None,
 ) -> Settings:
     root = _Table(raw, "")
+    hours = _hours(root.table("hours"))
     settings = Settings(
         server=_server(root.table("server")),
         database=_database(root.table("database"), base_dir),
-        hours=_hours(root.table("hours")),
+        hours=hours,
         sms=_sms(root.table("sms"), environ),
         telegram=_telegram(root.table("telegram"), environ),
         privacy=_privacy(root.table("privacy")),
-        oncall=_oncall(root.table("oncall")),
+        oncall=_oncall(root.table("oncall"), hours),
         escalation=_escalation(root.table("escalation")),
         outbox=_outbox(root.table("outbox")),
         emergency_phrases=_emergency(root.table("emergency")),
@@ -275,7 +278,7 @@ def _server(t: _Table) -> ServerSettings:
         raise ConfigError(t.key("public_url"), "must be an http(s) URL")
     return ServerSettings(
         host=t.str("host", "127.0.0.1"),
-        port=t.int("port", 8080, minimum=0),
+        port=t.int("port", 8080, minimum=0, maximum=65535),
         public_url=public_url,
         max_body_bytes=t.int("max_body_bytes", 64 * 1024, minimum=1024),
     )
@@ -361,15 +364,18 @@ def _privacy(t: _Table) -> PrivacySettings:
     )
 
 
-def _oncall(t: _Table) -> OncallSettings:
+def _oncall(t: _Table, hours: BusinessHours) -> Rota:
     handover = t.str("handover", "monday 09:00")
-    if not re.fullmatch(r"(%s) ([01]\d|2[0-3]):[0-5]\d" % "|".join(WEEKDAYS), handover):
+    if not re.fullmatch(r"({}) ([01]\d|2[0-3]):[0-5]\d".format("|".join(WEEKDAYS)), handover):
         raise ConfigError(t.key("handover"), 'must look like "monday 09:00"')
-    return OncallSettings(
-        rotation=tuple(t.str_list("rotation", [])),
-        handover=handover,
-        backup=t.str("backup", ""),
-    )
+    try:
+        start = date.fromisoformat(t.str("start", "2026-01-05"))
+    except ValueError:
+        raise ConfigError(t.key("start"), "must be a date like 2026-01-05") from None
+    rotation = tuple(t.str_list("rotation", []))
+    if len(set(rotation)) != len(rotation):
+        raise ConfigError(t.key("rotation"), "lists someone twice")
+    return Rota.from_config(rotation, handover, t.str("backup", ""), start, hours.timezone)
 
 
 def _escalation(t: _Table) -> EscalationSettings:
@@ -455,7 +461,9 @@ def _check_template(config_key: str, key: str, templates: Mapping[str, str], lan
             f"the limit is {limit} segments",
         )
     if key in SAFETY_TEMPLATES and not all(m in text for m in SAFETY_MARKERS):
-        raise ConfigError(config_key, "must carry the safety text (911 and 1-888-373-7888 / 233733)")
+        raise ConfigError(
+            config_key, "must carry the safety text (911 and 1-888-373-7888 / 233733)"
+        )
     if TEXT_911.search(text):
         raise ConfigError(config_key, "must not tell anyone to text 911")
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 NONCE_BYTES = 12
+ENV = "TRIAGE_ENCRYPTION_KEY"
 
 
 class KeyMaterialError(ValueError):
@@ -57,16 +58,16 @@ class Cipher:
         for part in value.split(","):
             kid, sep, material = part.strip().partition(":")
             if not sep or not KEY_ID.match(kid):
-                raise KeyMaterialError("TRIAGE_ENCRYPTION_KEY: each key must look like keyid:base64")
+                raise KeyMaterialError(f"{ENV}: each key must look like keyid:base64")
             try:
                 raw = base64.urlsafe_b64decode(material.encode())
             except ValueError:
-                raise KeyMaterialError("TRIAGE_ENCRYPTION_KEY: key material is not base64") from None
+                raise KeyMaterialError(f"{ENV}: key material is not base64") from None
             if len(raw) != 32:
-                raise KeyMaterialError("TRIAGE_ENCRYPTION_KEY: each key must be 32 bytes (use keygen)")
+                raise KeyMaterialError(f"{ENV}: each key must be 32 bytes (use keygen)")
             keys.append((kid, raw))
         if len({kid for kid, _ in keys}) != len(keys):
-            raise KeyMaterialError("TRIAGE_ENCRYPTION_KEY: key ids must be unique")
+            raise KeyMaterialError(f"{ENV}: key ids must be unique")
         return cls(keys)
 
     def encrypt(self, plaintext: str) -> str:

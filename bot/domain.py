@@ -58,6 +58,7 @@ class OutboxKind(enum.StrEnum):
     REPLY = "reply"
     OPTOUT_CONFIRM = "optout_confirm"  # the one message allowed to an opted-out address
     PAGE = "page"
+    STAFF_NOTICE = "staff_notice"  # answers to staff commands (ACK, RESOLVE) by text
 
 
 class EscalationStatus(enum.StrEnum):

@@ -10,6 +10,7 @@ place, whatever queued them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,14 +18,16 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from aiolimiter import AsyncLimiter
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
 
 from bot.config import OutboxSettings
 from bot.crypto import Cipher
 from bot.domain import OutboxKind, OutboxStatus, PermanentSendError, TemporarySendError
 from bot.storage.models import Contact, Outbox
+from bot.storage.queries import audit, mark_opted_out
 from bot.storage.writer import Writer
+from handlers.escalation import fail_over_page
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=120)
@@ -101,7 +104,7 @@ class OutboxWorker:
         while True:
             self._wake.clear()
             try:
-                claimed = await self._writer.run(self._claim)
+                claimed = await self._writer.run(self._claim, notify=False)
             except Exception as exc:  # database down: keep going, try again shortly
                 log.warning("outbox_claim_failed", extra={"error": type(exc).__name__})
                 claimed = []
@@ -112,18 +115,16 @@ class OutboxWorker:
                 task.add_done_callback(self._sends.discard)
             if len(claimed) == CLAIM_BATCH:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), IDLE_WAKE_SECONDS)
-            except TimeoutError:
-                pass
 
-    async def _claim(self, session: AsyncSession) -> list[Claimed]:
+    def _claim(self, session: Session) -> list[Claimed]:
         now = self._clock()
         channels = [c for c in self._senders if self._paused_until.get(c, now) <= now]
         if not channels:
             return []
         rows = (
-            await session.execute(
+            session.execute(
                 select(Outbox, Contact.opted_out)
                 .outerjoin(Contact, Contact.id == Outbox.contact_id)
                 .where(
@@ -205,11 +206,13 @@ class OutboxWorker:
                        "attempt": row.attempts, "final": result.status != OutboxStatus.PENDING},
             )
 
-        async def unit(session: AsyncSession) -> None:
+        def unit(session: Session) -> None:
             now = self._clock()
-            outbox = await session.get(Outbox, row.id)
+            outbox = session.get(Outbox, row.id)
             if outbox is None or outbox.status != OutboxStatus.SENDING:
                 return  # cancelled or erased meanwhile
+            if result.status != OutboxStatus.SENT:
+                fail_over_page(session, outbox, frozenset(self._senders), now)
             if result.retry_in is not None:
                 outbox.status = OutboxStatus.PENDING
                 outbox.next_attempt_at = now + timedelta(seconds=result.retry_in)
@@ -221,11 +224,15 @@ class OutboxWorker:
             outbox.provider_id = result.provider_id
             if result.status == OutboxStatus.SENT:
                 outbox.sent_at = now
+            if outbox.kind == OutboxKind.PAGE:
+                audit(session, now, f"page_{result.status}", "escalation", outbox.escalation_id,
+                      detail=f"outbox={outbox.id} channel={outbox.channel} staff={outbox.staff_id}")
             if result.opted_out and outbox.contact_id is not None:
-                await mark_opted_out(session, outbox.contact_id, now)
+                mark_opted_out(session, outbox.contact_id, now)
 
         try:
-            await self._writer.run(unit)
+            # A sent row wakes nobody; a retry or a fail-over page may be due for sending.
+            await self._writer.run(unit, notify=result.status != OutboxStatus.SENT)
         except Exception as exc:
             # The lease runs out and the row is tried again: a possible repeat beats a loss.
             log.warning("outbox_record_failed", extra={"outbox": row.id,
@@ -261,17 +268,9 @@ def _finish(row: Outbox, status: OutboxStatus, now: datetime, error: str | None 
     row.updated_at = now
 
 
-async def mark_opted_out(session: AsyncSession, contact_id: int, now: datetime) -> None:
-    await session.execute(
-        update(Contact)
-        .where(Contact.id == contact_id, Contact.opted_out.is_(False))
-        .values(opted_out=True, opted_out_at=now)
-    )
-
-
-async def backlog(session: AsyncSession) -> int:
+def backlog(session: Session) -> int:
     return int(
-        await session.scalar(
+        session.scalar(
             select(func.count()).select_from(Outbox).where(Outbox.status == OutboxStatus.PENDING)
         )
         or 0

@@ -6,11 +6,11 @@ import logging
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bot.domain import OutboxStatus
-from bot.outbox import mark_opted_out
 from bot.storage.models import Outbox
+from bot.storage.queries import mark_opted_out
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +21,15 @@ FAILED = {"undelivered", "failed", "canceled"}
 UNSUBSCRIBED_CODES = {"21610"}
 
 
-async def record_delivery(
-    session: AsyncSession,
+def record_delivery(
+    session: Session,
     provider_id: str,
     provider_status: str,
     error_code: str | None,
     now: datetime,
 ) -> bool:
     """Returns False when no outbox row has that provider id (not ours, or erased)."""
-    row = await session.scalar(select(Outbox).where(Outbox.provider_id == provider_id))
+    row = session.scalar(select(Outbox).where(Outbox.provider_id == provider_id))
     if row is None:
         return False
     if provider_status in DELIVERED:
@@ -39,7 +39,7 @@ async def record_delivery(
         row.last_error = f"{provider_status}:{error_code or '-'}"
     row.updated_at = now
     if error_code in UNSUBSCRIBED_CODES and row.contact_id is not None:
-        await mark_opted_out(session, row.contact_id, now)
+        mark_opted_out(session, row.contact_id, now)
     log.info("delivery_status", extra={"outbox": row.id, "status": provider_status,
                                        "error_code": error_code})
     return True

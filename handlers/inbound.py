@@ -7,12 +7,12 @@ row written in the same transaction, so a message is either taken in whole or no
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bot.crypto import Cipher
 from bot.domain import (
@@ -35,6 +35,12 @@ from bot.storage.queries import (
     contact_with_latest_conversation,
     record_provider_event,
 )
+from handlers.escalation import (
+    EscalationDeps,
+    handle_staff_message,
+    open_escalation,
+    staff_by_address,
+)
 from handlers.keywords import (
     EmergencyMatcher,
     Keyword,
@@ -54,6 +60,7 @@ class InboundDeps:
     hours: BusinessHours
     templates: Templates
     emergency: EmergencyMatcher
+    escalation: EscalationDeps
 
 
 @dataclass
@@ -63,10 +70,11 @@ class InboundOutcome:
     emergency: bool = False
     new_conversation: bool = False
     replies: list[str] = field(default_factory=list)  # template keys, for logs and tests
+    staff: bool = False
 
 
-async def take_in(
-    session: AsyncSession,
+def take_in(
+    session: Session,
     msg: InboundMessage,
     deps: InboundDeps,
     now: datetime,
@@ -78,11 +86,17 @@ async def take_in(
     auto_reply=False is for messages from the spool: the contact already had the safety
     text straight from the webhook, so the bot does not answer again, late.
     """
-    await record_provider_event(session, msg.channel, msg.provider_id, now)
+    record_provider_event(session, msg.channel, msg.provider_id, now)
     address_hash = deps.cipher.address_hash(msg.channel, msg.address)
-    contact, conversation = await contact_with_latest_conversation(session, address_hash)
+    # Staff first: a message from a registered staff address is never a contact's.
+    staff = staff_by_address(session, msg.channel, address_hash)
+    if staff is not None:
+        handle_staff_message(session, deps.escalation, staff, msg, now)
+        log.info("staff_message", extra={"channel": msg.channel.value, "staff": staff.id})
+        return InboundOutcome(staff=True)
+    contact, conversation = contact_with_latest_conversation(session, address_hash)
     turn = _Turn(session, deps, msg, now, auto_reply, contact, conversation, address_hash)
-    await turn.handle()
+    turn.handle()
     log.info(
         "inbound_taken",
         extra={
@@ -102,7 +116,7 @@ class _Turn:
 
     def __init__(
         self,
-        session: AsyncSession,
+        session: Session,
         deps: InboundDeps,
         msg: InboundMessage,
         now: datetime,
@@ -126,32 +140,32 @@ class _Turn:
         c = self.conversation
         return c if c is not None and c.status == ConversationStatus.OPEN else None
 
-    async def handle(self) -> None:
+    def handle(self) -> None:
         text = self.msg.text
         opted_out = self.contact is not None and self.contact.opted_out
         keyword = None if self.msg.is_start else match_keyword(text, opted_out)
         self.outcome.keyword = keyword.value if keyword else None
         if keyword in _KEYWORD_ACTIONS:
-            await _KEYWORD_ACTIONS[keyword](self)
+            _KEYWORD_ACTIONS[keyword](self)
             return
         if keyword is Keyword.OPT_IN and opted_out:
-            await self._opt_in()
+            self._opt_in()
             return
         if keyword is Keyword.SAFE and self._awaiting_safe_answer():
-            await self._safe_answer(safe=True)
+            self._safe_answer(safe=True)
             return
         if keyword is Keyword.NOT_SAFE and self.open_conversation is not None:
-            await self._safe_answer(safe=False)
+            self._safe_answer(safe=False)
             return
-        await self._message(not_safe=keyword is Keyword.NOT_SAFE)
+        self._message(not_safe=keyword is Keyword.NOT_SAFE)
 
     # --- keywords -------------------------------------------------------------------------
 
-    async def _opt_out(self) -> None:
-        contact = await self._ensure_contact()
+    def _opt_out(self) -> None:
+        contact = self._ensure_contact()
         contact.opted_out = True
         contact.opted_out_at = self.now
-        await cancel_pending_to_contact(self.session, contact.id, self.now)
+        cancel_pending_to_contact(self.session, contact.id, self.now)
         if self.open_conversation is not None:
             self._store_inbound(self.open_conversation)
         audit(self.session, self.now, "contact_opted_out", "contact", contact.id)
@@ -159,8 +173,8 @@ class _Turn:
         if self.msg.channel != "sms":
             self._reply("optout_confirm", kind=OutboxKind.OPTOUT_CONFIRM)
 
-    async def _opt_in(self) -> None:
-        contact = await self._ensure_contact()
+    def _opt_in(self) -> None:
+        contact = self._ensure_contact()
         contact.opted_out = False
         contact.opted_out_at = None
         if self.open_conversation is not None:
@@ -169,81 +183,81 @@ class _Turn:
         if self.msg.channel != "sms":  # Twilio confirms START on SMS itself
             self._reply("optin_confirm")
 
-    async def _help(self) -> None:
+    def _help(self) -> None:
         # "HELP" may mean "I need help": it answers with the hotlines and still queues.
-        conversation = await self._ensure_conversation()
+        conversation = self._ensure_conversation()
         self._store_inbound(conversation)
         self._reply("help")
 
-    async def _quick_exit(self) -> None:
+    def _quick_exit(self) -> None:
         conversation = self.open_conversation
         if self.contact is not None:
-            await cancel_pending_to_contact(self.session, self.contact.id, self.now)
+            cancel_pending_to_contact(self.session, self.contact.id, self.now)
         if conversation is not None:
             self._close(conversation, "quick_exit")
             self.outcome.conversation_id = conversation.id
 
-    async def _erase(self) -> None:
+    def _erase(self) -> None:
         contact = self.contact
         address_enc = (
             contact.address_enc if contact else self.deps.cipher.encrypt(self.msg.address)
         )
         if contact is not None:
-            await self._erase_contact(contact)
+            self._erase_contact(contact)
         # The confirmation is the one row that still knows the address, until it is sent.
         self._enqueue(address_enc, "erase_confirm", contact_id=None, language=self._language())
 
-    async def _erase_contact(self, contact: Contact) -> None:
+    def _erase_contact(self, contact: Contact) -> None:
         ids = (
-            await self.session.scalars(
+            self.session.scalars(
                 select(Conversation.id).where(Conversation.contact_id == contact.id)
             )
         ).all()
-        await cancel_pending_to_contact(self.session, contact.id, self.now)
-        await self.session.execute(
+        cancel_pending_to_contact(self.session, contact.id, self.now)
+        self.session.execute(
             update(Outbox)
             .where(Outbox.contact_id == contact.id)
             .values(address_enc=None, body_enc=None, contact_id=None)
         )
         if ids:
-            await self.session.execute(delete(Message).where(Message.conversation_id.in_(ids)))
-            await self.session.execute(
+            self.session.execute(delete(Message).where(Message.conversation_id.in_(ids)))
+            self.session.execute(
                 update(Conversation)
                 .where(Conversation.id.in_(ids))
                 .values(contact_id=None, outcome="erased", status=ConversationStatus.CLOSED)
             )
-            await self.session.execute(
+            self.session.execute(
                 update(Conversation)
                 .where(Conversation.id.in_(ids), Conversation.closed_at.is_(None))
                 .values(closed_at=self.now)
             )
         for conversation_id in ids:
             audit(self.session, self.now, "conversation_erased", "conversation", conversation_id)
-        await self.session.delete(contact)
-        await self.session.flush()
+        self.session.delete(contact)
+        self.session.flush()
         self.contact = None
         self.conversation = None
 
-    async def _language_switch(self, language: Language) -> None:
-        contact = await self._ensure_contact()
+    def _language_switch(self, language: Language) -> None:
+        contact = self._ensure_contact()
         contact.language = language.value
         if self.open_conversation is None:
-            await self._message(not_safe=False)
+            self._message(not_safe=False)
             return
         self._store_inbound(self.open_conversation)
         self._reply("language_set")
 
-    async def _to_spanish(self) -> None:
-        await self._language_switch(Language.ES)
+    def _to_spanish(self) -> None:
+        self._language_switch(Language.ES)
 
-    async def _to_english(self) -> None:
-        await self._language_switch(Language.EN)
+    def _to_english(self) -> None:
+        self._language_switch(Language.EN)
 
     def _awaiting_safe_answer(self) -> bool:
         c = self.open_conversation
         return c is not None and c.intake_state == IntakeState.SAFE_ASKED
 
-    async def _safe_answer(self, safe: bool) -> None:
+    def _safe_answer(self, safe: bool) -> None:
         conversation = self.open_conversation
         assert conversation is not None
         self._store_inbound(conversation)
@@ -254,16 +268,16 @@ class _Turn:
 
     # --- ordinary messages ------------------------------------------------------------------
 
-    async def _message(self, not_safe: bool) -> None:
+    def _message(self, not_safe: bool) -> None:
         emergency = self.deps.emergency.matches(self.msg.text)
         is_new = self.open_conversation is None
-        conversation = await self._ensure_conversation()
+        conversation = self._ensure_conversation()
         self._store_inbound(conversation)
         if not_safe:
             conversation.safe_to_text = False
         if is_new or self.msg.is_start:
             if emergency:
-                await self._emergency(conversation, "keyword")
+                self._emergency(conversation, "keyword")
                 return
             self._first_contact(conversation)
             return
@@ -274,7 +288,7 @@ class _Turn:
             conversation.intake_category = intake.value
             conversation.intake_state = IntakeState.SAFE_ASKED
         if emergency or intake is IntakeCategory.NEED_HELP_NOW:
-            await self._emergency(conversation, "keyword" if emergency else "intake")
+            self._emergency(conversation, "keyword" if emergency else "intake")
         if intake is not None:
             self._reply("safe_question")
         elif not self.outcome.emergency:
@@ -299,11 +313,11 @@ class _Turn:
         when = describe_opening(opening, self.now, self._language())
         self._reply("after_hours", next_opening=when)
 
-    async def _emergency(self, conversation: Conversation, trigger: str) -> None:
+    def _emergency(self, conversation: Conversation, trigger: str) -> None:
         self.outcome.emergency = True
         conversation.emergency = True
         conversation.priority = PRIORITY_EMERGENCY
-        open_escalation = await self.session.scalar(
+        already_open = self.session.scalar(
             select(Escalation.id)
             .where(
                 Escalation.conversation_id == conversation.id,
@@ -311,21 +325,9 @@ class _Turn:
             )
             .limit(1)
         )
-        if open_escalation is None:
-            # Due now: the escalation sweep pages on-call on its next pass.
-            self.session.add(
-                Escalation(
-                    conversation_id=conversation.id,
-                    channel=self.msg.channel.value,
-                    trigger=trigger,
-                    status=EscalationStatus.OPEN,
-                    step=0,
-                    next_step_at=self.now,
-                    opened_at=self.now,
-                )
-            )
-            audit(self.session, self.now, "escalation_opened", "conversation", conversation.id,
-                  detail=trigger)
+        if already_open is None:
+            open_escalation(self.session, self.deps.escalation, conversation.id,
+                                  self.msg.channel.value, trigger, self.now)
         last = conversation.last_emergency_reply_at
         if last is None or self.now - last >= EMERGENCY_REPLY_INTERVAL:
             conversation.last_emergency_reply_at = self.now
@@ -338,7 +340,7 @@ class _Turn:
             return self.contact.language
         return Language.ES if looks_spanish(self.msg.text) else Language.EN
 
-    async def _ensure_contact(self) -> Contact:
+    def _ensure_contact(self) -> Contact:
         if self.contact is None:
             language = self._language()
             self.contact = Contact(
@@ -350,16 +352,16 @@ class _Turn:
                 created_at=self.now,
             )
             self.session.add(self.contact)
-            await self.session.flush()
+            self.session.flush()
         return self.contact
 
-    async def _ensure_conversation(self) -> Conversation:
+    def _ensure_conversation(self) -> Conversation:
         if self.open_conversation is not None:
             conversation = self.open_conversation
             conversation.last_inbound_at = self.now
             self.outcome.conversation_id = conversation.id
             return conversation
-        contact = await self._ensure_contact()
+        contact = self._ensure_contact()
         conversation = Conversation(
             contact_id=contact.id,
             channel=self.msg.channel.value,
@@ -371,7 +373,7 @@ class _Turn:
             last_inbound_at=self.now,
         )
         self.session.add(conversation)
-        await self.session.flush()
+        self.session.flush()
         self.conversation = conversation
         self.outcome.conversation_id = conversation.id
         self.outcome.new_conversation = True
@@ -458,7 +460,7 @@ class _Turn:
         )
 
 
-_KEYWORD_ACTIONS: Mapping[Keyword, Callable[[_Turn], Awaitable[None]]] = {
+_KEYWORD_ACTIONS: Mapping[Keyword, Callable[[_Turn], None]] = {
     Keyword.OPT_OUT: _Turn._opt_out,
     Keyword.HELP: _Turn._help,
     Keyword.EXIT: _Turn._quick_exit,

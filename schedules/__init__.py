@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from schedules.escalations import sweep_job
 from schedules.retention import purge_job
 from schedules.spool import drain_job
 
@@ -20,6 +21,10 @@ def register_jobs(scheduler: AsyncIOScheduler, services: Services) -> None:
     scheduler.add_job(
         drain_job, "interval", seconds=SPOOL_DRAIN_SECONDS, args=[services],
         id="spool-drain", max_instances=1, coalesce=True,
+    )
+    scheduler.add_job(
+        sweep_job, "interval", seconds=services.settings.escalation.sweep_interval_seconds,
+        args=[services], id="escalation-sweep", max_instances=1, coalesce=True,
     )
     scheduler.add_job(
         purge_job, "cron", hour=3, minute=17, args=[services],

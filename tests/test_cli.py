@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ EXAMPLE_DB_LINE = 'url = "sqlite+aiosqlite:///triage.db"'
 EXAMPLE_PORT_LINE = "port = 8080"
 STARTUP_SECONDS = 15
 SHUTDOWN_SECONDS = 10
+IDLE_SECONDS = 2.0
+IDLE_CPU_SHARE = 0.25  # an idle service waits on sockets and timers; it does not spin
 
 
 def cli_env(**changes: str | None) -> dict[str, str]:
@@ -96,7 +99,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
 
 
 def query(folder: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(folder / "triage.db") as db:
+    """Run one statement on folder/triage.db, committed; return its rows."""
+    with closing(sqlite3.connect(folder / "triage.db")) as db, db:
         return db.execute(sql, params).fetchall()
 
 
@@ -137,6 +141,12 @@ def poll(url: str, process: subprocess.Popen[bytes], log: Path, want: int = 200)
             pass
         assert time.monotonic() < deadline, f"{url} never answered {want}:\n{log.read_text()}"
         time.sleep(0.1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid`, all threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +224,7 @@ def test_db_upgrade_creates_the_tables_and_can_run_again(tmp_path: Path) -> None
 def test_db_upgrade_of_unknown_revision_fails_with_one_line(tmp_path: Path) -> None:
     write_config(tmp_path)
     assert_ok(bot(tmp_path, "db", "upgrade"))
-    with sqlite3.connect(tmp_path / "triage.db") as db:
-        db.execute("UPDATE alembic_version SET version_num = 'from_the_future'")
+    query(tmp_path, "UPDATE alembic_version SET version_num = 'from_the_future'")
 
     assert_one_line_error(bot(tmp_path, "db", "upgrade"), "from_the_future")
 
@@ -355,3 +364,15 @@ def test_run_serves_health_logs_disabled_channels_and_stops_on_sigterm(
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     disabled = {e.get("channel") for e in entries if e.get("event") == "channel_disabled"}
     assert disabled == {"sms", "telegram"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
+def test_run_does_not_spin_while_idle(running: tuple[subprocess.Popen[bytes], int, Path]) -> None:
+    process, port, log = running
+    poll(f"http://127.0.0.1:{port}/readyz", process, log)
+
+    before = cpu_seconds(process.pid)
+    time.sleep(IDLE_SECONDS)
+    used = cpu_seconds(process.pid) - before
+
+    assert used < IDLE_SECONDS * IDLE_CPU_SHARE, f"{used:.2f}s CPU in {IDLE_SECONDS}s idle"

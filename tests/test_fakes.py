@@ -10,21 +10,6 @@ from datetime import timedelta
 import aiohttp
 import pytest
 import telegram
-from tests.fakes.telegram_api import FakeTelegram
-from tests.fakes.twilio_api import FakeTwilio, sms_segments
-from tests.fixtures import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    CONTACT_NUMBER,
-    MESSAGING_SERVICE_SID,
-    OUR_NUMBER,
-    TELEGRAM_CONTACT_ID,
-    TELEGRAM_TOKEN,
-    encode_form,
-    load_telegram_update,
-    load_twilio_form,
-    twilio_signature,
-)
 from telegram.error import (
     BadRequest,
     Conflict,
@@ -41,6 +26,21 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from bot.channels.twilio_http import RedirectingTwilioHttpClient
+from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.twilio_api import FakeTwilio, sms_segments
+from tests.fixtures import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    CONTACT_NUMBER,
+    MESSAGING_SERVICE_SID,
+    OUR_NUMBER,
+    TELEGRAM_CONTACT_ID,
+    TELEGRAM_TOKEN,
+    encode_form,
+    load_telegram_update,
+    load_twilio_form,
+    twilio_signature,
+)
 
 CALLBACK_URL = "https://bot.example.org/twilio/status"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from bot.storage.models import Contact, Outbox
+from bot.storage.models import Contact
 from tests.conftest import Service
 from tests.test_sms_flow import wait_until
 

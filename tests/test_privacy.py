@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 import pytest
 
 from bot.crypto import Cipher, DecryptError, generate_key

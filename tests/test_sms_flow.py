@@ -111,7 +111,7 @@ async def test_during_hours_later_messages_get_no_automatic_reply(svc, fake_twil
     await svc.sms("I have a question about a job offer")
     await svc.sms("It seemed strange")
     await fake_twilio.assert_no_more(1)
-    [conversation] = await svc.all(Conversation)
+    [_conversation] = await svc.all(Conversation)
     assert await count(svc, Message) == 4  # three in, one automatic reply
 
 
@@ -175,7 +175,9 @@ async def test_emergency_phrase_sends_emergency_text_and_opens_escalation(svc, f
     assert conversation.emergency is True and conversation.priority == 100
     [escalation] = await svc.all(Escalation)
     assert escalation.status == "open" and escalation.conversation_id == conversation.id
-    assert escalation.next_step_at == MONDAY_10AM
+    # The first page is queued with the emergency; the re-page is due after repage_after.
+    assert escalation.step == 1
+    assert escalation.next_step_at == MONDAY_10AM + timedelta(seconds=300)
 
 
 async def test_emergency_text_at_most_once_every_ten_minutes(svc, fake_twilio, clock):

@@ -156,7 +156,16 @@ async def test_start_command_is_first_contact(
     [reply] = await fake_telegram.wait_for_messages(1)
     assert reply.chat_id == TELEGRAM_CONTACT_ID
     assert reply.text == first_contact_during_hours("en")
-    await fake_telegram.assert_no_more(1)
+
+    # Pressing Start again inside the open conversation still brings the safety text back,
+    # where an ordinary second message would get no automatic reply.
+    status, _ = await service.telegram("/start", fixture="start")
+
+    assert status == 200
+    sent = await fake_telegram.wait_for_messages(2)
+    assert sent[1].text == first_contact_during_hours("en")
+    await fake_telegram.assert_no_more(2)
+    assert len(await service.all(Conversation)) == 1
 
 
 async def test_duplicate_update_id_replies_once(
@@ -205,6 +214,11 @@ async def test_group_and_edited_messages_are_ignored(
         pytest.param(b"this is not json", id="not-json"),
         pytest.param(b'{"message": {"text": "Hello"}}', id="no-update-id"),
         pytest.param(b'{"update_id": 1, "message": {"text": "caf\xe9"}}', id="not-utf8"),
+        pytest.param(b'{"update_id": 1, "message": "Hello"}', id="message-not-an-object"),
+        pytest.param(
+            b'{"update_id": 1, "message": {"message_id": 1, "date": 1, "text": "Hello"}}',
+            id="message-without-chat",
+        ),
     ],
 )
 async def test_malformed_update_is_400(

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 
 class DatabaseNotMigrated(RuntimeError):
     """The database is older than this code; `python -m bot db upgrade` fixes it."""
 
 
-def is_sqlite(url: str) -> bool:
+def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
@@ -28,8 +36,24 @@ def make_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
     if not is_sqlite(url):
         return create_async_engine(url, pool_pre_ping=True)
     engine = create_async_engine(url)
+    _sqlite_setup(engine.sync_engine, busy_timeout_ms)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def make_sync_engine(url: str | URL, busy_timeout_ms: int = 5000) -> Engine:
+    """The same SQLite file through the sync pysqlite driver, for the writer's thread."""
+    sync_url = make_url(url).set(drivername="sqlite")
+    engine = create_engine(
+        sync_url,
+        connect_args={"check_same_thread": False},
+        execution_options={"sqlite_immediate": True},  # the writer takes the lock at BEGIN
+    )
+    _sqlite_setup(engine, busy_timeout_ms)
+    return engine
+
+
+def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (below), which pysqlite otherwise gets wrong,
         # so savepoints work and the writer can take the write lock up front.
@@ -41,14 +65,12 @@ def make_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # The writer asks for IMMEDIATE: taking the write lock at BEGIN means a busy database
         # waits (busy_timeout) instead of failing half-way through a batch.
         immediate = conn.get_execution_options().get("sqlite_immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
@@ -80,6 +102,12 @@ def _revision(connection: Connection) -> str | None:
 async def upgrade(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade)
+
+
+async def run_in_transaction(engine: AsyncEngine, unit: Callable[[Session], T]) -> T:
+    """Run a synchronous unit of work in one transaction (for the CLI and tests)."""
+    async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+        return await session.run_sync(unit)
 
 
 async def ensure_schema(engine: AsyncEngine) -> None:

@@ -138,6 +138,11 @@ class Outbox(Base):
     )
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
     message: Mapped[Message | None] = relationship(lazy="raise")
+    escalation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("escalations.id", ondelete="SET NULL"), index=True
+    )
+    # A page that failed on one channel is sent again on the other; this points at the first.
+    failover_of: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
     # Address and body are dropped once the provider has the message: keep as little as possible.
     address_enc: Mapped[str | None] = mapped_column(Text)
     body_enc: Mapped[str | None] = mapped_column(Text)

@@ -5,27 +5,31 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from bot.domain import DuplicateMessage, OutboxStatus
 from bot.storage.models import AuditEntry, Contact, Conversation, Outbox, ProviderEvent
 
 
-async def record_provider_event(
-    session: AsyncSession, channel: str, provider_id: str, now: datetime
+def record_provider_event(
+    session: Session, channel: str, provider_id: str, now: datetime
 ) -> None:
-    """Insert the provider's message id; a replay violates the unique constraint."""
-    try:
-        async with session.begin_nested():
-            session.add(ProviderEvent(channel=channel, provider_id=provider_id, received_at=now))
-            await session.flush()
-    except IntegrityError:
-        raise DuplicateMessage(f"{channel} {provider_id}") from None
+    """Insert the provider's message id; a replay hits the unique constraint and inserts
+    nothing (ON CONFLICT DO NOTHING: no savepoint, no check-then-insert race)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    result = session.execute(
+        insert(ProviderEvent)
+        .values(channel=channel, provider_id=provider_id, received_at=now)
+        .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise DuplicateMessage(f"{channel} {provider_id}")
 
 
-async def contact_with_latest_conversation(
-    session: AsyncSession, address_hash: str
+def contact_with_latest_conversation(
+    session: Session, address_hash: str
 ) -> tuple[Contact | None, Conversation | None]:
     latest = (
         select(func.max(Conversation.id))
@@ -34,7 +38,7 @@ async def contact_with_latest_conversation(
         .scalar_subquery()
     )
     row = (
-        await session.execute(
+        session.execute(
             select(Contact, Conversation)
             .outerjoin(Conversation, Conversation.id == latest)
             .where(Contact.address_hash == address_hash)
@@ -45,9 +49,9 @@ async def contact_with_latest_conversation(
     return row[0], row[1]
 
 
-async def cancel_pending_to_contact(session: AsyncSession, contact_id: int, now: datetime) -> None:
+def cancel_pending_to_contact(session: Session, contact_id: int, now: datetime) -> None:
     """Nothing queued may still go out after STOP, EXIT or DELETE."""
-    await session.execute(
+    session.execute(
         update(Outbox)
         .where(
             Outbox.contact_id == contact_id,
@@ -59,7 +63,7 @@ async def cancel_pending_to_contact(session: AsyncSession, contact_id: int, now:
 
 
 def audit(
-    session: AsyncSession,
+    session: Session,
     now: datetime,
     action: str,
     target_type: str,
@@ -78,4 +82,12 @@ def audit(
             target_id=target_id,
             detail=detail,
         )
+    )
+
+
+def mark_opted_out(session: Session, contact_id: int, now: datetime) -> None:
+    session.execute(
+        update(Contact)
+        .where(Contact.id == contact_id, Contact.opted_out.is_(False))
+        .values(opted_out=True, opted_out_at=now)
     )

@@ -2,14 +2,13 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 15:42:52.945254
+Create Date: 2026-11-27 16:08:55.601634
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -210,6 +209,8 @@ def upgrade() -> None:
         sa.Column("staff_id", sa.Integer(), nullable=True),
         sa.Column("conversation_id", sa.Integer(), nullable=True),
         sa.Column("message_id", sa.Integer(), nullable=True),
+        sa.Column("escalation_id", sa.Integer(), nullable=True),
+        sa.Column("failover_of", sa.Integer(), nullable=True),
         sa.Column("address_enc", sa.Text(), nullable=True),
         sa.Column("body_enc", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -234,6 +235,18 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
+            ["escalation_id"],
+            ["escalations.id"],
+            name=op.f("fk_outbox_escalation_id_escalations"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["failover_of"],
+            ["outbox.id"],
+            name=op.f("fk_outbox_failover_of_outbox"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
             ["message_id"],
             ["messages.id"],
             name=op.f("fk_outbox_message_id_messages"),
@@ -246,12 +259,16 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.create_index("ix_outbox_due", ["status", "next_attempt_at"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_outbox_escalation_id"), ["escalation_id"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_outbox_provider_id"), ["provider_id"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_outbox_provider_id"))
+        batch_op.drop_index(batch_op.f("ix_outbox_escalation_id"))
         batch_op.drop_index("ix_outbox_due")
 
     op.drop_table("outbox")

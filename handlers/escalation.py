@@ -1,0 +1,418 @@
+"""On-call escalation: open, page, acknowledge, resolve.
+
+The ladder, repeated `repeats` more times after the first pass:
+  level 0: page the person on call;
+  level 1: after repage_after_seconds, page them again with the backup;
+  level 2: after everyone_after_seconds, page everyone with the on-call role;
+  then after repage_after_seconds the next pass starts at level 0.
+Each escalation keeps its next step's due time in the database. A step fires in the same
+transaction that advances it, guarded by a compare-and-set on (step, next_step_at), so a
+restart loses no page and two sweepers never send the same one. Pages are outbox rows.
+An acknowledgement stops the ladder until ack_timeout_seconds; if the escalation is not
+resolved by then, the ladder starts again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Select, or_, select, update
+from sqlalchemy.orm import Session
+
+from bot.config import EscalationSettings
+from bot.crypto import Cipher
+from bot.domain import (
+    Channel,
+    Direction,
+    EscalationStatus,
+    InboundMessage,
+    OutboxKind,
+    OutboxStatus,
+    StaffRole,
+)
+from bot.rota import Rota
+from bot.storage.models import Escalation, Message, OncallOverride, Outbox, Staff
+from bot.storage.queries import audit
+
+log = logging.getLogger(__name__)
+LEVELS = 3
+ONCALL_ROLES = (StaffRole.ONCALL, StaffRole.ADMIN)
+PREVIEW_CHARS = 60
+COMMAND = re.compile(r"^\s*(ack|resolve)\s*#?\s*(\d+)?\s*[.!]*\s*$", re.IGNORECASE)
+
+
+class EscalationNotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class EscalationDeps:
+    cipher: Cipher
+    rota: Rota
+    policy: EscalationSettings
+    public_url: str
+    channels: frozenset[str]  # channels with a working sender, for pages
+
+
+@dataclass(frozen=True)
+class OnCall:
+    primary: Staff | None
+    backup: Staff | None
+
+    @property
+    def gap(self) -> bool:
+        return self.primary is None
+
+
+def _active_with_role(*roles: StaffRole) -> Select[tuple[Staff]]:
+    return select(Staff).where(Staff.disabled.is_(False), Staff.role.in_(roles))
+
+
+def who_is_on_call(session: Session, rota: Rota, now: datetime) -> OnCall:
+    """An override set with `oncall set` wins over the rotation; the newest override first."""
+    override = session.scalar(
+        select(Staff)
+        .join(OncallOverride, OncallOverride.staff_id == Staff.id)
+        .where(
+            Staff.disabled.is_(False),
+            Staff.role.in_(ONCALL_ROLES),
+            OncallOverride.starts_at <= now,
+            or_(OncallOverride.until.is_(None), OncallOverride.until > now),
+        )
+        .order_by(OncallOverride.id.desc())
+        .limit(1)
+    )
+    primary = override or _staff_named(session, rota.scheduled(now))
+    backup = _staff_named(session, rota.backup)
+    return OnCall(primary, backup)
+
+
+def _staff_named(session: Session, username: str | None) -> Staff | None:
+    if not username:
+        return None
+    return session.scalar(
+        select(Staff).where(
+            Staff.username == username, Staff.disabled.is_(False), Staff.role.in_(ONCALL_ROLES)
+        )
+    )
+
+
+def recipients(session: Session, level: int, oncall: OnCall) -> list[Staff]:
+    """Who a step pages. A gap in the rota pages every on-call-role member and every admin."""
+    if oncall.gap:
+        chosen = list(session.scalars(_active_with_role(*ONCALL_ROLES)))
+    elif level == 0:
+        chosen = [oncall.primary]
+    elif level == 1:
+        chosen = [oncall.primary, oncall.backup]
+    else:
+        chosen = [oncall.primary, oncall.backup,
+                  *session.scalars(_active_with_role(StaffRole.ONCALL))]
+    unique: dict[int, Staff] = {s.id: s for s in chosen if s is not None}
+    return list(unique.values())
+
+
+def open_escalation(
+    session: Session,
+    deps: EscalationDeps,
+    conversation_id: int,
+    channel: str,
+    trigger: str,
+    now: datetime,
+    actor: str = "system",
+    actor_staff_id: int | None = None,
+) -> Escalation:
+    """Open an escalation and page its first step in the same transaction: the page goes
+    out as soon as this commits, without waiting for a sweep."""
+    escalation = Escalation(
+        conversation_id=conversation_id,
+        channel=channel,
+        trigger=trigger,
+        status=EscalationStatus.OPEN,
+        step=0,
+        next_step_at=now,
+        opened_at=now,
+    )
+    session.add(escalation)
+    session.flush()
+    audit(session, now, "escalation_opened", "escalation", escalation.id, actor=actor,
+          actor_staff_id=actor_staff_id, detail=f"trigger={trigger}")
+    log.info("escalation_opened", extra={"escalation": escalation.id, "trigger": trigger})
+    _fire(session, deps, escalation, now)
+    return escalation
+
+
+def fire_due(session: Session, deps: EscalationDeps, now: datetime,
+                   limit: int = 50) -> list[int]:
+    """Fire every step that is due. Returns the escalations that paged."""
+    due = list(
+        session.scalars(
+            select(Escalation)
+            .where(
+                Escalation.status.in_([EscalationStatus.OPEN, EscalationStatus.ACKED]),
+                Escalation.next_step_at <= now,
+            )
+            .order_by(Escalation.next_step_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    fired = []
+    for escalation in due:
+        if escalation.status == EscalationStatus.ACKED:
+            # Acknowledged but not resolved in time: start the ladder again.
+            escalation.status = EscalationStatus.OPEN
+            escalation.step = 0
+            audit(session, now, "ack_timed_out", "escalation", escalation.id)
+        if _fire(session, deps, escalation, now):
+            fired.append(escalation.id)
+    return fired
+
+
+def _fire(
+    session: Session, deps: EscalationDeps, escalation: Escalation, now: datetime
+) -> bool:
+    step, due = escalation.step, escalation.next_step_at
+    level, cycle = step % LEVELS, step // LEVELS
+    waits = (deps.policy.repage_after_seconds, deps.policy.everyone_after_seconds,
+             deps.policy.repage_after_seconds)
+    last_step = (deps.policy.repeats + 1) * LEVELS - 1
+    next_due = None if step >= last_step else now + timedelta(seconds=waits[level])
+    # The fencing token: only the transaction that moves (step, due) on sends this step.
+    claimed = session.execute(
+        update(Escalation)
+        .where(Escalation.id == escalation.id, Escalation.step == step,
+               Escalation.next_step_at == due)
+        .values(step=step + 1, next_step_at=next_due, status=escalation.status)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        session.refresh(escalation)
+        return False
+    escalation.step, escalation.next_step_at = step + 1, next_due
+    oncall = who_is_on_call(session, deps.rota, now)
+    people = recipients(session, level, oncall)
+    preview = _preview(session, deps, escalation) if deps.policy.include_preview else ""
+    text = page_text(escalation, deps, preview)
+    paged = [p for p in people if _enqueue_page(session, deps, p, escalation, text, now)]
+    detail = f"step={step} level={level} cycle={cycle} paged={len(paged)}"
+    if oncall.gap:
+        detail += " rota_gap"
+    audit(session, now, "page_queued", "escalation", escalation.id, detail=detail)
+    log.info("escalation_step", extra={"escalation": escalation.id, "step": step,
+                                       "paged": len(paged), "rota_gap": oncall.gap})
+    if not paged:
+        log.error("escalation_nobody_reachable", extra={"escalation": escalation.id})
+    return True
+
+
+def page_text(escalation: Escalation, deps: EscalationDeps, preview: str = "") -> str:
+    local = escalation.opened_at.astimezone(deps.rota.zone).strftime("%H:%M")
+    text = (f"EMERGENCY #{escalation.id} ({escalation.channel}) {local}. "
+            f"Reply ACK {escalation.id}. {deps.public_url}/console/escalations/{escalation.id}")
+    return f'{text} "{preview}"' if preview else text
+
+
+def _preview(session: Session, deps: EscalationDeps, escalation: Escalation) -> str:
+    body = session.scalar(
+        select(Message.body_enc)
+        .where(Message.conversation_id == escalation.conversation_id,
+               Message.direction == Direction.INBOUND)
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    if body is None:
+        return ""
+    return " ".join(deps.cipher.decrypt(body).split())[:PREVIEW_CHARS]
+
+
+def staff_addresses(staff: Staff) -> list[tuple[str, str]]:
+    """(channel, encrypted address) in the order pages try them: SMS first, as it reaches
+    a phone with no app or data."""
+    found = []
+    if staff.phone_enc:
+        found.append((Channel.SMS.value, staff.phone_enc))
+    if staff.telegram_enc:
+        found.append((Channel.TELEGRAM.value, staff.telegram_enc))
+    return found
+
+
+def _enqueue_page(
+    session: Session,
+    deps: EscalationDeps,
+    staff: Staff,
+    escalation: Escalation,
+    text: str,
+    now: datetime,
+) -> bool:
+    usable = [(c, a) for c, a in staff_addresses(staff) if c in deps.channels]
+    if not usable:
+        log.warning("page_unreachable", extra={"staff": staff.id, "escalation": escalation.id})
+        return False
+    channel, address_enc = usable[0]
+    session.add(_page_row(channel, address_enc, deps.cipher.encrypt(text), staff.id,
+                          escalation.id, now))
+    return True
+
+
+def _page_row(channel: str, address_enc: str, body_enc: str, staff_id: int,
+              escalation_id: int | None, now: datetime, failover_of: int | None = None) -> Outbox:
+    return Outbox(
+        channel=channel,
+        kind=OutboxKind.PAGE,
+        staff_id=staff_id,
+        escalation_id=escalation_id,
+        address_enc=address_enc,
+        body_enc=body_enc,
+        status=OutboxStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+        failover_of=failover_of,
+    )
+
+
+def fail_over_page(
+    session: Session, page: Outbox, channels: frozenset[str], now: datetime
+) -> bool:
+    """A page that failed on one channel goes out on the staff member's other one, once."""
+    if page.kind != OutboxKind.PAGE or page.staff_id is None or page.failover_of is not None:
+        return False
+    if page.body_enc is None:
+        return False
+    already = session.scalar(select(Outbox.id).where(Outbox.failover_of == page.id))
+    staff = session.get(Staff, page.staff_id)
+    if already is not None or staff is None or staff.disabled:
+        return False
+    others = [(c, a) for c, a in staff_addresses(staff) if c != page.channel and c in channels]
+    if not others:
+        return False
+    channel, address_enc = others[0]
+    session.add(_page_row(channel, address_enc, page.body_enc, staff.id, page.escalation_id,
+                          now, failover_of=page.id))
+    audit(session, now, "page_failover", "escalation", page.escalation_id,
+          detail=f"from={page.channel} to={channel}")
+    return True
+
+
+# --- acknowledging and resolving -------------------------------------------------------------
+
+
+def acknowledge(session: Session, deps: EscalationDeps, escalation_id: int,
+                      staff: Staff, now: datetime) -> Escalation:
+    escalation = _open(session, escalation_id)
+    escalation.status = EscalationStatus.ACKED
+    escalation.acked_at = now
+    escalation.acked_by = staff.id
+    escalation.next_step_at = now + timedelta(seconds=deps.policy.ack_timeout_seconds)
+    audit(session, now, "escalation_acked", "escalation", escalation.id, actor=staff.username,
+          actor_staff_id=staff.id)
+    log.info("escalation_acked", extra={"escalation": escalation.id, "staff": staff.id})
+    return escalation
+
+
+def resolve(session: Session, escalation_id: int, staff: Staff,
+                  now: datetime) -> Escalation:
+    escalation = _open(session, escalation_id)
+    escalation.status = EscalationStatus.RESOLVED
+    escalation.resolved_at = now
+    escalation.resolved_by = staff.id
+    escalation.next_step_at = None
+    if escalation.acked_at is None:
+        escalation.acked_at, escalation.acked_by = now, staff.id
+    audit(session, now, "escalation_resolved", "escalation", escalation.id,
+          actor=staff.username, actor_staff_id=staff.id)
+    log.info("escalation_resolved", extra={"escalation": escalation.id, "staff": staff.id})
+    return escalation
+
+
+def _open(session: Session, escalation_id: int) -> Escalation:
+    escalation = session.get(Escalation, escalation_id)
+    if escalation is None or escalation.status == EscalationStatus.RESOLVED:
+        raise EscalationNotFound(escalation_id)
+    return escalation
+
+
+def open_escalation_ids(session: Session) -> list[int]:
+    return list(
+        session.scalars(
+            select(Escalation.id)
+            .where(Escalation.status != EscalationStatus.RESOLVED)
+            .order_by(Escalation.id)
+        )
+    )
+
+
+# --- staff writing in by SMS or Telegram -------------------------------------------------------
+
+
+def staff_by_address(
+    session: Session, channel: str, address_hash: str
+) -> Staff | None:
+    if channel not in (Channel.SMS, Channel.TELEGRAM):
+        return None
+    column = Staff.phone_hash if channel == Channel.SMS else Staff.telegram_hash
+    return session.scalar(
+        select(Staff).where(column == address_hash, Staff.disabled.is_(False))
+    )
+
+
+def handle_staff_message(
+    session: Session, deps: EscalationDeps, staff: Staff, msg: InboundMessage,
+    now: datetime,
+) -> str:
+    """ACK n / ACK / RESOLVE n from a registered staff address. Returns the answer sent."""
+    answer = _staff_answer(session, deps, staff, msg.text, now)
+    session.add(
+        Outbox(
+            channel=msg.channel.value,
+            kind=OutboxKind.STAFF_NOTICE,
+            staff_id=staff.id,
+            address_enc=deps.cipher.encrypt(msg.address),
+            body_enc=deps.cipher.encrypt(answer),
+            status=OutboxStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return answer
+
+
+def _staff_answer(session: Session, deps: EscalationDeps, staff: Staff, text: str,
+                        now: datetime) -> str:
+    match = COMMAND.match(text)
+    if match is None:
+        return "Commands: ACK 42 to acknowledge emergency #42, RESOLVE 42 when it is handled."
+    verb, number = match.group(1).upper(), match.group(2)
+    open_ids = open_escalation_ids(session)
+    if number is None:
+        if verb == "RESOLVE" or len(open_ids) != 1:
+            return _which(verb, open_ids)
+        number = str(open_ids[0])
+    link = f"{deps.public_url}/console/escalations/{number}"
+    try:
+        if verb == "ACK":
+            acknowledge(session, deps, int(number), staff, now)
+            return f"Acknowledged #{number}. Reply RESOLVE {number} when it is handled. {link}"
+        resolve(session, int(number), staff, now)
+        return f"Resolved #{number}."
+    except EscalationNotFound:
+        return f"No open emergency #{number}. " + _open_list(open_ids)
+
+
+def _which(verb: str, open_ids: list[int]) -> str:
+    if not open_ids:
+        return "No open emergencies."
+    return f"Reply {verb} and the number. " + _open_list(open_ids)
+
+
+def _open_list(open_ids: list[int]) -> str:
+    if not open_ids:
+        return "None are open."
+    return "Open: " + ", ".join(f"#{i}" for i in open_ids[:10]) + "."
