@@ -83,12 +83,19 @@ PUBLIC_URL = "https://triage.example.org"
 # Monday 2026-11-30 10:00 in America/Chicago: inside the example config's business hours.
 START_NOW = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
-# Fictional contacts +1 314 555 0101..0199 (0100 is the service's own number).
-CONTACT_NUMBERS = tuple(f"+1314555{n:04d}" for n in range(101, 200))
-# Phase 4 warms each fresh server with first contacts from these numbers and measures with
+# Fictional contacts: 555-0100..0199 is reserved for fiction in every area code, so
+# +1 NXX 555 01XX gives tens of thousands of distinct contacts (never +1 314 555 0100, the
+# service's own number). Every webhook comes from a new number: a first contact, which is
+# the path that stores the message AND enqueues a reply.
+ALL_NUMBERS = tuple(
+    f"+1{area}5550{n}" for area in range(201, 1000) for n in range(100, 200)
+    if (area, n) != (314, 100)
+)
+CONTACT_NUMBERS = ALL_NUMBERS[:40_000]
+# Phase 4 warms its fresh server with first contacts from these numbers and measures with
 # the rest, so no number ever writes twice to the same database.
-REPLY_WARMUP_NUMBERS = CONTACT_NUMBERS[-10:]
-REPLY_NUMBERS = CONTACT_NUMBERS[:-10]
+REPLY_WARMUP_NUMBERS = ALL_NUMBERS[-20:]
+REPLY_NUMBERS = ALL_NUMBERS[40_000:-20]
 
 RATIO_TARGET = 0.15
 REPLY_P99_TARGET_MS = 100.0
@@ -440,7 +447,7 @@ async def measure_full(
 ) -> tuple[Run, int]:
     """Phase 1; also returns how many replies went out during the timed part."""
     warmup = factory.cycle(opts.warmup, CONTACT_NUMBERS)
-    hooks = factory.cycle(opts.requests, CONTACT_NUMBERS)
+    hooks = factory.cycle(opts.requests, CONTACT_NUMBERS[opts.warmup:])
     async with full_server(tmp, "full", fake) as server:
         first_replies = len(fake.sent) + len({hook.number for hook in warmup})
         await drive(session, server.url, warmup, opts.concurrency, opts.time_limit, server.pid)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from aiolimiter import AsyncLimiter
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.config import OutboxSettings
@@ -45,6 +45,7 @@ class Sender(Protocol):
 class Claimed:
     id: int
     channel: str
+    kind: str
     address_enc: str
     body_enc: str
     attempts: int
@@ -115,8 +116,11 @@ class OutboxWorker:
                 task.add_done_callback(self._sends.discard)
             if len(claimed) == CLAIM_BATCH:
                 continue
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # arrives as the event fires, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), IDLE_WAKE_SECONDS)
+                async with asyncio.timeout(IDLE_WAKE_SECONDS):
+                    await self._wake.wait()
 
     def _claim(self, session: Session) -> list[Claimed]:
         now = self._clock()
@@ -125,7 +129,8 @@ class OutboxWorker:
             return []
         rows = (
             session.execute(
-                select(Outbox, Contact.opted_out)
+                select(Outbox.id, Outbox.channel, Outbox.kind, Outbox.address_enc,
+                       Outbox.body_enc, Outbox.attempts, Contact.opted_out)
                 .outerjoin(Contact, Contact.id == Outbox.contact_id)
                 .where(
                     Outbox.channel.in_(channels),
@@ -140,20 +145,22 @@ class OutboxWorker:
             )
         ).all()
         claimed: list[Claimed] = []
-        for row, opted_out in rows:
-            if opted_out and row.kind != OutboxKind.OPTOUT_CONFIRM:
-                _finish(row, OutboxStatus.REFUSED, now, error="opted_out")
+        for row in rows:
+            if row.opted_out and row.kind != OutboxKind.OPTOUT_CONFIRM:
+                _settle(session, row.id, now, status=OutboxStatus.REFUSED, last_error="opted_out")
                 log.info("outbox_refused", extra={"outbox": row.id, "reason": "opted_out"})
-                continue
-            if row.address_enc is None or row.body_enc is None:
-                _finish(row, OutboxStatus.CANCELLED, now, error="erased")
-                continue
-            row.status = OutboxStatus.SENDING
-            row.lease_until = now + LEASE
-            row.attempts += 1
-            row.updated_at = now
-            claimed.append(Claimed(row.id, row.channel, row.address_enc, row.body_enc,
-                                   row.attempts))
+            elif row.address_enc is None or row.body_enc is None:
+                _settle(session, row.id, now, status=OutboxStatus.CANCELLED, last_error="erased")
+            else:
+                claimed.append(Claimed(row.id, row.channel, row.kind, row.address_enc,
+                                       row.body_enc, row.attempts + 1))
+        if claimed:
+            session.execute(
+                update(Outbox)
+                .where(Outbox.id.in_([c.id for c in claimed]))
+                .values(status=OutboxStatus.SENDING, lease_until=now + LEASE,
+                        attempts=Outbox.attempts + 1, updated_at=now)
+            )
         return claimed
 
     async def _deliver(self, row: Claimed) -> None:
@@ -208,6 +215,11 @@ class OutboxWorker:
 
         def unit(session: Session) -> None:
             now = self._clock()
+            if result.status == OutboxStatus.SENT and row.kind != OutboxKind.PAGE:
+                # The common case, in one statement.
+                _settle(session, row.id, now, status=OutboxStatus.SENT, sent_at=now,
+                        provider_id=result.provider_id, last_error=None)
+                return
             outbox = session.get(Outbox, row.id)
             if outbox is None or outbox.status != OutboxStatus.SENDING:
                 return  # cancelled or erased meanwhile
@@ -256,6 +268,16 @@ def _sent(provider_id: str) -> _Result:
 
 def _failed(reason: str, opted_out: bool) -> _Result:
     return _Result(OutboxStatus.FAILED, error=reason, opted_out=opted_out)
+
+
+def _settle(session: Session, outbox_id: int, now: datetime, **values: object) -> None:
+    """_finish for a row not loaded: only a row still being sent is settled."""
+    session.execute(
+        update(Outbox)
+        .where(Outbox.id == outbox_id,
+               Outbox.status.in_([OutboxStatus.PENDING, OutboxStatus.SENDING]))
+        .values(lease_until=None, address_enc=None, body_enc=None, updated_at=now, **values)
+    )
 
 
 def _finish(row: Outbox, status: OutboxStatus, now: datetime, error: str | None = None) -> None:

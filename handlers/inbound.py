@@ -97,6 +97,9 @@ def take_in(
     contact, conversation = contact_with_latest_conversation(session, address_hash)
     turn = _Turn(session, deps, msg, now, auto_reply, contact, conversation, address_hash)
     turn.handle()
+    session.flush()
+    if turn.conversation is not None and turn.outcome.conversation_id is None:
+        turn.outcome.conversation_id = turn.conversation.id
     log.info(
         "inbound_taken",
         extra={
@@ -162,7 +165,7 @@ class _Turn:
     # --- keywords -------------------------------------------------------------------------
 
     def _opt_out(self) -> None:
-        contact = self._ensure_contact()
+        contact = self._ensure_contact(flush=True)
         contact.opted_out = True
         contact.opted_out_at = self.now
         cancel_pending_to_contact(self.session, contact.id, self.now)
@@ -174,7 +177,7 @@ class _Turn:
             self._reply("optout_confirm", kind=OutboxKind.OPTOUT_CONFIRM)
 
     def _opt_in(self) -> None:
-        contact = self._ensure_contact()
+        contact = self._ensure_contact(flush=True)
         contact.opted_out = False
         contact.opted_out_at = None
         if self.open_conversation is not None:
@@ -317,7 +320,7 @@ class _Turn:
         self.outcome.emergency = True
         conversation.emergency = True
         conversation.priority = PRIORITY_EMERGENCY
-        already_open = self.session.scalar(
+        already_open = conversation.id is not None and self.session.scalar(
             select(Escalation.id)
             .where(
                 Escalation.conversation_id == conversation.id,
@@ -325,7 +328,8 @@ class _Turn:
             )
             .limit(1)
         )
-        if already_open is None:
+        if not already_open:
+            self.session.flush()  # the escalation and its page need the conversation's id
             open_escalation(self.session, self.deps.escalation, conversation.id,
                                   self.msg.channel.value, trigger, self.now)
         last = conversation.last_emergency_reply_at
@@ -340,7 +344,7 @@ class _Turn:
             return self.contact.language
         return Language.ES if looks_spanish(self.msg.text) else Language.EN
 
-    def _ensure_contact(self) -> Contact:
+    def _ensure_contact(self, flush: bool = False) -> Contact:
         if self.contact is None:
             language = self._language()
             self.contact = Contact(
@@ -352,7 +356,8 @@ class _Turn:
                 created_at=self.now,
             )
             self.session.add(self.contact)
-            self.session.flush()
+            if flush:  # only when its id is needed now; otherwise one flush does it all
+                self.session.flush()
         return self.contact
 
     def _ensure_conversation(self) -> Conversation:
@@ -363,7 +368,7 @@ class _Turn:
             return conversation
         contact = self._ensure_contact()
         conversation = Conversation(
-            contact_id=contact.id,
+            contact=contact,
             channel=self.msg.channel.value,
             status=ConversationStatus.OPEN,
             intake_state=IntakeState.NOT_ASKED,
@@ -373,16 +378,14 @@ class _Turn:
             last_inbound_at=self.now,
         )
         self.session.add(conversation)
-        self.session.flush()
         self.conversation = conversation
-        self.outcome.conversation_id = conversation.id
         self.outcome.new_conversation = True
         return conversation
 
     def _store_inbound(self, conversation: Conversation) -> None:
         self.session.add(
             Message(
-                conversation_id=conversation.id,
+                conversation=conversation,
                 direction=Direction.INBOUND,
                 body_enc=self.deps.cipher.encrypt(self.msg.text),
                 media_count=self.msg.media_count,
@@ -414,7 +417,7 @@ class _Turn:
         message = None
         if self.open_conversation is not None:
             message = Message(
-                conversation_id=self.open_conversation.id,
+                conversation=self.open_conversation,
                 direction=Direction.OUTBOUND,
                 body_enc=body_enc,
                 media_count=0,
@@ -426,8 +429,8 @@ class _Turn:
             Outbox(
                 channel=self.msg.channel.value,
                 kind=kind,
-                contact_id=contact.id,
-                conversation_id=self.open_conversation.id if self.open_conversation else None,
+                contact=contact,
+                conversation=self.open_conversation,
                 message=message,
                 address_enc=contact.address_enc,
                 body_enc=body_enc,

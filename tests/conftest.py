@@ -90,7 +90,7 @@ class Env:
         }
 
     def raw_config(
-        self, twilio: FakeTwilio | None, telegram: FakeTelegram | None, **overrides: Any
+        self, twilio: FakeTwilio | None, telegram_api: FakeTelegram | None, **overrides: Any
     ) -> dict[str, Any]:
         raw = deep_merge(
             example_config(),
@@ -105,9 +105,9 @@ class Env:
                     "max_per_second": 1000,
                 },
                 "telegram": {
-                    "enabled": telegram is not None,
+                    "enabled": telegram_api is not None,
                     "mode": "webhook",
-                    "api_base_url": telegram.base_url if telegram else "",
+                    "api_base_url": telegram_api.base_url if telegram_api else "",
                     "max_per_second": 1000,
                 },
                 "outbox": {"retry_base_seconds": 1, "send_timeout_seconds": 5},
@@ -118,10 +118,10 @@ class Env:
     def settings(
         self,
         twilio: FakeTwilio | None = None,
-        telegram: FakeTelegram | None = None,
+        telegram_api: FakeTelegram | None = None,
         **overrides: Any,
     ) -> Settings:
-        raw = self.raw_config(twilio, telegram, **overrides)
+        raw = self.raw_config(twilio, telegram_api, **overrides)
         return parse_settings(raw, self.environ(), base_dir=self.tmp_path)
 
 
@@ -243,10 +243,10 @@ def start_service(
 ) -> StartService:
     async def start(
         twilio: FakeTwilio | None = None,
-        telegram: FakeTelegram | None = None,
+        telegram_api: FakeTelegram | None = None,
         **overrides: Any,
     ) -> Service:
-        settings = env.settings(twilio, telegram, **overrides)
+        settings = env.settings(twilio, telegram_api, **overrides)
         client = await aiohttp_client(create_app(settings, clock))
         return Service(client, clock)
 

@@ -81,7 +81,7 @@ async def test_stop_while_database_is_down_gets_no_reply(start_service, fake_twi
 async def test_telegram_webhook_replies_in_its_answer_when_database_is_down(
     start_service, fake_telegram, db_path
 ):
-    svc = await start_service(telegram=fake_telegram, **FAST_FALLBACK)
+    svc = await start_service(telegram_api=fake_telegram, **FAST_FALLBACK)
     with database_down(db_path):
         status, body = await svc.telegram("Hello")
     assert status == 200

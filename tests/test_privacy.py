@@ -86,7 +86,7 @@ def captured_logs():
 async def test_logs_hold_no_text_or_address_for_a_whole_conversation(
     start_service, fake_twilio, fake_telegram, captured_logs, clock
 ):
-    svc = await start_service(fake_twilio, telegram=fake_telegram)
+    svc = await start_service(fake_twilio, telegram_api=fake_telegram)
     for body in (SECRET_TEXT, "2", "NOT SAFE", "he has a gun", "HELP", "STOP", "START",
                  "BORRAR"):
         await svc.sms(body)

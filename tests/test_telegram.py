@@ -13,8 +13,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bot.app import create_app
-from bot.config import parse_settings
 from bot.storage.models import (
     Contact,
     Conversation,
@@ -28,7 +26,6 @@ from tests.conftest import (
     PUBLIC_URL,
     WEBHOOK_SECRET,
     Clock,
-    Env,
     Service,
     StartService,
     example_config,
@@ -106,24 +103,15 @@ async def assert_nothing_written(service: Service) -> None:
 @pytest.fixture
 async def service(start_service: StartService, fake_telegram: FakeTelegram) -> Service:
     """The app with Telegram on, in webhook mode (the test default)."""
-    return await start_service(telegram=fake_telegram)
+    return await start_service(telegram_api=fake_telegram)
 
 
 @pytest.fixture
-def start_polling(
-    aiohttp_client: Callable[..., Any], env: Env, clock: Clock
-) -> Callable[[FakeTelegram], Awaitable[Service]]:
-    """The app with Telegram in polling mode.
-
-    start_service(telegram=...) takes the fake there, so the [telegram] table cannot be
-    overridden through it; this builds the same app from the same config instead.
-    """
+def start_polling(start_service: StartService) -> Callable[[FakeTelegram], Awaitable[Service]]:
+    """The app with Telegram in polling mode."""
 
     async def start(fake: FakeTelegram) -> Service:
-        raw = env.raw_config(None, fake)
-        raw["telegram"]["mode"] = "polling"
-        settings = parse_settings(raw, env.environ(), base_dir=env.tmp_path)
-        return Service(await aiohttp_client(create_app(settings, clock)), clock)
+        return await start_service(telegram_api=fake, telegram={"mode": "polling"})
 
     return start
 

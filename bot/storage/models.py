@@ -76,6 +76,9 @@ class Conversation(Base):
     contact_id: Mapped[int | None] = mapped_column(
         ForeignKey("contacts.id", ondelete="SET NULL")
     )
+    # Relationships are for writing (one flush inserts parent then child); lazy="raise"
+    # keeps any read explicit.
+    contact: Mapped[Contact | None] = relationship(lazy="raise")
     channel: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     intake_state: Mapped[str] = mapped_column(String(16))
@@ -101,6 +104,7 @@ class Message(Base):
     conversation_id: Mapped[int] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE")
     )
+    conversation: Mapped[Conversation] = relationship(lazy="raise")
     direction: Mapped[str] = mapped_column(String(4))
     body_enc: Mapped[str] = mapped_column(Text)
     media_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -132,10 +136,12 @@ class Outbox(Base):
     channel: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(16))
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    contact: Mapped[Contact | None] = relationship(lazy="raise")
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
     conversation_id: Mapped[int | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="SET NULL")
     )
+    conversation: Mapped[Conversation | None] = relationship(lazy="raise")
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
     message: Mapped[Message | None] = relationship(lazy="raise")
     escalation_id: Mapped[int | None] = mapped_column(

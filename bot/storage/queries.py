@@ -20,7 +20,7 @@ def record_provider_event(
     nothing (ON CONFLICT DO NOTHING: no savepoint, no check-then-insert race)."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     result = session.execute(
-        insert(ProviderEvent)
+        insert(ProviderEvent.__table__)
         .values(channel=channel, provider_id=provider_id, received_at=now)
         .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
     )

@@ -143,9 +143,8 @@ class Writer:
                 self._thread, _commit_sync, engine, batch
             )
             return
-        async with AsyncSession(self._engine, expire_on_commit=False) as session:
-            async with session.begin():
-                await session.run_sync(_run_units, batch)
+        async with AsyncSession(self._engine, expire_on_commit=False) as session, session.begin():
+            await session.run_sync(_run_units, batch)
 
 
 def _commit_sync(engine: Engine, batch: list[_Job]) -> None:
