@@ -18,8 +18,9 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.config import EscalationSettings
@@ -355,13 +356,16 @@ def staff_by_address(
 ) -> Staff | None:
     if channel not in (Channel.SMS, Channel.TELEGRAM):
         return None
-    column = Staff.phone_hash if channel == Channel.SMS else Staff.telegram_hash
-    # A bare id query first: this runs for every inbound message and almost always finds
-    # nobody, and loading an ORM entity costs several times more.
-    staff_id = session.scalar(
-        select(Staff.id).where(column == address_hash, Staff.disabled.is_(False))
-    )
+    # A bare id query first, built once: this runs for every inbound message and almost
+    # always finds nobody, and loading an ORM entity costs several times more.
+    staff_id = session.connection().scalar(_staff_id_query(channel), {"hash": address_hash})
     return None if staff_id is None else session.get(Staff, staff_id)
+
+
+@cache
+def _staff_id_query(channel: str) -> Select[tuple[int]]:
+    column = Staff.phone_hash if channel == Channel.SMS else Staff.telegram_hash
+    return select(Staff.id).where(column == bindparam("hash"), Staff.disabled.is_(False))
 
 
 def handle_staff_message(

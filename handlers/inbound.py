@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -29,11 +30,16 @@ from bot.domain import (
 )
 from bot.hours import BusinessHours, describe_opening
 from bot.storage.models import Contact, Conversation, Escalation, Message, Outbox
-from bot.storage.queries import (
-    audit,
-    cancel_pending_to_contact,
-    contact_with_latest_conversation,
-    record_provider_event,
+from bot.storage.queries import audit, cancel_pending_to_contact, record_provider_event
+from bot.storage.rows import (
+    CONTACTS,
+    CONVERSATIONS,
+    MESSAGES,
+    OUTBOX,
+    ContactRow,
+    ConversationRow,
+    insert_row,
+    load_contact,
 )
 from handlers.escalation import (
     EscalationDeps,
@@ -94,12 +100,10 @@ def take_in(
         handle_staff_message(session, deps.escalation, staff, msg, now)
         log.info("staff_message", extra={"channel": msg.channel.value, "staff": staff.id})
         return InboundOutcome(staff=True)
-    contact, conversation = contact_with_latest_conversation(session, address_hash)
+    contact, conversation = load_contact(session.connection(), address_hash)
     turn = _Turn(session, deps, msg, now, auto_reply, contact, conversation, address_hash)
     turn.handle()
-    session.flush()
-    if turn.conversation is not None and turn.outcome.conversation_id is None:
-        turn.outcome.conversation_id = turn.conversation.id
+    turn.save()
     log.info(
         "inbound_taken",
         extra={
@@ -124,11 +128,12 @@ class _Turn:
         msg: InboundMessage,
         now: datetime,
         auto_reply: bool,
-        contact: Contact | None,
-        conversation: Conversation | None,
+        contact: ContactRow | None,
+        conversation: ConversationRow | None,
         address_hash: str,
     ) -> None:
         self.session = session
+        self.conn = session.connection()
         self.deps = deps
         self.msg = msg
         self.now = now
@@ -138,8 +143,15 @@ class _Turn:
         self.address_hash = address_hash
         self.outcome = InboundOutcome()
 
+    def save(self) -> None:
+        for row in (self.contact, self.conversation):
+            if row is not None:
+                row.save(self.conn)
+        if self.conversation is not None:
+            self.outcome.conversation_id = self.conversation.id
+
     @property
-    def open_conversation(self) -> Conversation | None:
+    def open_conversation(self) -> ConversationRow | None:
         c = self.conversation
         return c if c is not None and c.status == ConversationStatus.OPEN else None
 
@@ -165,7 +177,7 @@ class _Turn:
     # --- keywords -------------------------------------------------------------------------
 
     def _opt_out(self) -> None:
-        contact = self._ensure_contact(flush=True)
+        contact = self._ensure_contact()
         contact.opted_out = True
         contact.opted_out_at = self.now
         cancel_pending_to_contact(self.session, contact.id, self.now)
@@ -177,7 +189,7 @@ class _Turn:
             self._reply("optout_confirm", kind=OutboxKind.OPTOUT_CONFIRM)
 
     def _opt_in(self) -> None:
-        contact = self._ensure_contact(flush=True)
+        contact = self._ensure_contact()
         contact.opted_out = False
         contact.opted_out_at = None
         if self.open_conversation is not None:
@@ -201,6 +213,7 @@ class _Turn:
             self.outcome.conversation_id = conversation.id
 
     def _erase(self) -> None:
+        language = self._language()
         contact = self.contact
         address_enc = (
             contact.address_enc if contact else self.deps.cipher.encrypt(self.msg.address)
@@ -208,13 +221,14 @@ class _Turn:
         if contact is not None:
             self._erase_contact(contact)
         # The confirmation is the one row that still knows the address, until it is sent.
-        self._enqueue(address_enc, "erase_confirm", contact_id=None, language=self._language())
+        if self.auto_reply:
+            self.outcome.replies.append("erase_confirm")
+            text = reply_text(self.deps.templates, language, "erase_confirm")
+            self._enqueue(address_enc, self.deps.cipher.encrypt(text))
 
-    def _erase_contact(self, contact: Contact) -> None:
-        ids = (
-            self.session.scalars(
-                select(Conversation.id).where(Conversation.contact_id == contact.id)
-            )
+    def _erase_contact(self, contact: ContactRow) -> None:
+        ids = self.session.scalars(
+            select(Conversation.id).where(Conversation.contact_id == contact.id)
         ).all()
         cancel_pending_to_contact(self.session, contact.id, self.now)
         self.session.execute(
@@ -236,8 +250,7 @@ class _Turn:
             )
         for conversation_id in ids:
             audit(self.session, self.now, "conversation_erased", "conversation", conversation_id)
-        self.session.delete(contact)
-        self.session.flush()
+        self.session.execute(delete(Contact).where(Contact.id == contact.id))
         self.contact = None
         self.conversation = None
 
@@ -297,7 +310,7 @@ class _Turn:
         elif not self.outcome.emergency:
             self._after_hours_notice(conversation)
 
-    def _first_contact(self, conversation: Conversation) -> None:
+    def _first_contact(self, conversation: ConversationRow) -> None:
         text, opening = first_contact(
             self.deps.templates, self._language(), self.deps.hours, self.now
         )
@@ -306,7 +319,7 @@ class _Turn:
         conversation.after_hours_notice_for = opening
         self._reply_text("first_contact", text)
 
-    def _after_hours_notice(self, conversation: Conversation) -> None:
+    def _after_hours_notice(self, conversation: ConversationRow) -> None:
         if self.deps.hours.is_open(self.now):
             return
         opening = self.deps.hours.next_opening(self.now)
@@ -316,11 +329,11 @@ class _Turn:
         when = describe_opening(opening, self.now, self._language())
         self._reply("after_hours", next_opening=when)
 
-    def _emergency(self, conversation: Conversation, trigger: str) -> None:
+    def _emergency(self, conversation: ConversationRow, trigger: str) -> None:
         self.outcome.emergency = True
         conversation.emergency = True
         conversation.priority = PRIORITY_EMERGENCY
-        already_open = conversation.id is not None and self.session.scalar(
+        already_open = not self.outcome.new_conversation and self.session.scalar(
             select(Escalation.id)
             .where(
                 Escalation.conversation_id == conversation.id,
@@ -329,9 +342,9 @@ class _Turn:
             .limit(1)
         )
         if not already_open:
-            self.session.flush()  # the escalation and its page need the conversation's id
+            conversation.save(self.conn)  # the sweep must see this as an emergency too
             open_escalation(self.session, self.deps.escalation, conversation.id,
-                                  self.msg.channel.value, trigger, self.now)
+                            self.msg.channel.value, trigger, self.now)
         last = conversation.last_emergency_reply_at
         if last is None or self.now - last >= EMERGENCY_REPLY_INTERVAL:
             conversation.last_emergency_reply_at = self.now
@@ -344,57 +357,60 @@ class _Turn:
             return self.contact.language
         return Language.ES if looks_spanish(self.msg.text) else Language.EN
 
-    def _ensure_contact(self, flush: bool = False) -> Contact:
+    def _ensure_contact(self) -> ContactRow:
         if self.contact is None:
-            language = self._language()
-            self.contact = Contact(
-                channel=self.msg.channel.value,
-                address_hash=self.address_hash,
-                address_enc=self.deps.cipher.encrypt(self.msg.address),
-                language=language,
-                opted_out=False,
-                created_at=self.now,
-            )
-            self.session.add(self.contact)
-            if flush:  # only when its id is needed now; otherwise one flush does it all
-                self.session.flush()
+            values = {
+                "address_enc": self.deps.cipher.encrypt(self.msg.address),
+                "language": self._language(),
+                "opted_out": False,
+                "opted_out_at": None,
+            }
+            contact_id = insert_row(self.conn, CONTACTS, channel=self.msg.channel.value,
+                                    address_hash=self.address_hash, created_at=self.now,
+                                    **values)
+            self.contact = ContactRow(id=contact_id, **values)
         return self.contact
 
-    def _ensure_conversation(self) -> Conversation:
+    def _ensure_conversation(self) -> ConversationRow:
         if self.open_conversation is not None:
             conversation = self.open_conversation
             conversation.last_inbound_at = self.now
             self.outcome.conversation_id = conversation.id
             return conversation
         contact = self._ensure_contact()
-        conversation = Conversation(
-            contact=contact,
-            channel=self.msg.channel.value,
-            status=ConversationStatus.OPEN,
-            intake_state=IntakeState.NOT_ASKED,
-            emergency=False,
-            priority=0,
-            opened_at=self.now,
-            last_inbound_at=self.now,
-        )
-        self.session.add(conversation)
-        self.conversation = conversation
+        values: dict[str, Any] = {
+            "status": ConversationStatus.OPEN,
+            "intake_state": IntakeState.NOT_ASKED,
+            "intake_category": None,
+            "safe_to_text": None,
+            "emergency": False,
+            "priority": 0,
+            "last_inbound_at": self.now,
+            "last_emergency_reply_at": None,
+            "after_hours_notice_for": None,
+            "closed_at": None,
+            "outcome": None,
+        }
+        conversation_id = insert_row(self.conn, CONVERSATIONS, contact_id=contact.id,
+                                     channel=self.msg.channel.value, opened_at=self.now,
+                                     **values)
+        self.conversation = ConversationRow(id=conversation_id, **values)
         self.outcome.new_conversation = True
-        return conversation
+        return self.conversation
 
-    def _store_inbound(self, conversation: Conversation) -> None:
-        self.session.add(
-            Message(
-                conversation=conversation,
-                direction=Direction.INBOUND,
-                body_enc=self.deps.cipher.encrypt(self.msg.text),
-                media_count=self.msg.media_count,
-                automatic=False,
-                created_at=self.msg.received_at,
-            )
+    def _store_inbound(self, conversation: ConversationRow) -> None:
+        insert_row(
+            self.conn,
+            MESSAGES,
+            conversation_id=conversation.id,
+            direction=Direction.INBOUND,
+            body_enc=self.deps.cipher.encrypt(self.msg.text),
+            media_count=self.msg.media_count,
+            automatic=False,
+            created_at=self.msg.received_at,
         )
 
-    def _close(self, conversation: Conversation, outcome: str) -> None:
+    def _close(self, conversation: ConversationRow, outcome: str) -> None:
         conversation.status = ConversationStatus.CLOSED
         conversation.outcome = outcome
         conversation.closed_at = self.now
@@ -414,52 +430,46 @@ class _Turn:
             return  # the contact still reaches the queue; nothing is sent to them
         self.outcome.replies.append(key)
         body_enc = self.deps.cipher.encrypt(text)
-        message = None
-        if self.open_conversation is not None:
-            message = Message(
-                conversation=self.open_conversation,
+        conversation = self.open_conversation
+        message_id = None
+        if conversation is not None:
+            message_id = insert_row(
+                self.conn,
+                MESSAGES,
+                conversation_id=conversation.id,
                 direction=Direction.OUTBOUND,
                 body_enc=body_enc,
                 media_count=0,
                 automatic=True,
                 created_at=self.now,
             )
-            self.session.add(message)
-        self.session.add(
-            Outbox(
-                channel=self.msg.channel.value,
-                kind=kind,
-                contact=contact,
-                conversation=self.open_conversation,
-                message=message,
-                address_enc=contact.address_enc,
-                body_enc=body_enc,
-                status=OutboxStatus.PENDING,
-                attempts=0,
-                next_attempt_at=self.now,
-                created_at=self.now,
-                updated_at=self.now,
-            )
-        )
+        self._enqueue(contact.address_enc, body_enc, kind, contact.id,
+                      conversation.id if conversation else None, message_id)
 
-    def _enqueue(self, address_enc: str, key: str, contact_id: int | None, language: str) -> None:
-        if not self.auto_reply:
-            return
-        self.outcome.replies.append(key)
-        text = reply_text(self.deps.templates, language, key)
-        self.session.add(
-            Outbox(
-                channel=self.msg.channel.value,
-                kind=OutboxKind.REPLY,
-                contact_id=contact_id,
-                address_enc=address_enc,
-                body_enc=self.deps.cipher.encrypt(text),
-                status=OutboxStatus.PENDING,
-                attempts=0,
-                next_attempt_at=self.now,
-                created_at=self.now,
-                updated_at=self.now,
-            )
+    def _enqueue(
+        self,
+        address_enc: str,
+        body_enc: str,
+        kind: OutboxKind = OutboxKind.REPLY,
+        contact_id: int | None = None,
+        conversation_id: int | None = None,
+        message_id: int | None = None,
+    ) -> None:
+        insert_row(
+            self.conn,
+            OUTBOX,
+            channel=self.msg.channel.value,
+            kind=kind,
+            contact_id=contact_id,
+            conversation_id=conversation_id,
+            message_id=message_id,
+            address_enc=address_enc,
+            body_enc=body_enc,
+            status=OutboxStatus.PENDING,
+            attempts=0,
+            next_attempt_at=self.now,
+            created_at=self.now,
+            updated_at=self.now,
         )
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Insert, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -18,14 +19,21 @@ def record_provider_event(
 ) -> None:
     """Insert the provider's message id; a replay hits the unique constraint and inserts
     nothing (ON CONFLICT DO NOTHING: no savepoint, no check-then-insert race)."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    result = session.execute(
-        insert(ProviderEvent.__table__)
-        .values(channel=channel, provider_id=provider_id, received_at=now)
-        .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
+    conn = session.connection()
+    result = conn.execute(
+        _insert_event_once(conn.dialect.name),
+        {"channel": channel, "provider_id": provider_id, "received_at": now},
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise DuplicateMessage(f"{channel} {provider_id}")
+
+
+@cache
+def _insert_event_once(dialect: str) -> Insert:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(ProviderEvent.__table__).on_conflict_do_nothing(  # type: ignore[no-any-return]
+        index_elements=["channel", "provider_id"]
+    )
 
 
 def contact_with_latest_conversation(
