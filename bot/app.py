@@ -39,6 +39,7 @@ from bot.storage.writer import Writer
 from handlers.escalation import EscalationDeps
 from handlers.inbound import InboundDeps
 from handlers.keywords import EmergencyMatcher
+from handlers.replies import FirstReplies
 from schedules import register_jobs
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
             [p for phrases in settings.emergency_phrases.values() for p in phrases]
         ),
         escalation=escalation,
+        first_replies=FirstReplies(settings.replies, settings.hours),
     )
     spool = Spool(settings.database.spool_dir, cipher)
     intake = Intake(writer, deps, spool, clock, settings.database.write_timeout_seconds)

@@ -15,10 +15,11 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Protocol
 
 from aiolimiter import AsyncLimiter
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.config import OutboxSettings
@@ -272,11 +273,20 @@ def _failed(reason: str, opted_out: bool) -> _Result:
 
 def _settle(session: Session, outbox_id: int, now: datetime, **values: object) -> None:
     """_finish for a row not loaded: only a row still being sent is settled."""
-    session.execute(
-        update(Outbox)
-        .where(Outbox.id == outbox_id,
-               Outbox.status.in_([OutboxStatus.PENDING, OutboxStatus.SENDING]))
-        .values(lease_until=None, address_enc=None, body_enc=None, updated_at=now, **values)
+    session.connection().execute(
+        _settle_statement(),
+        {"row_id": outbox_id, "lease_until": None, "address_enc": None, "body_enc": None,
+         "updated_at": now, **values},
+    )
+
+
+@cache
+def _settle_statement() -> Update:
+    # Built once; the SET clause comes from the parameters.
+    table = Outbox.__table__
+    return update(table).where(
+        table.c.id == bindparam("row_id"),
+        table.c.status.in_([OutboxStatus.PENDING.value, OutboxStatus.SENDING.value]),
     )
 
 

@@ -54,7 +54,7 @@ from handlers.keywords import (
     match_keyword,
     parse_intake_answer,
 )
-from handlers.replies import Templates, first_contact, reply_text
+from handlers.replies import FirstReplies, Templates, reply_text
 
 log = logging.getLogger(__name__)
 EMERGENCY_REPLY_INTERVAL = timedelta(minutes=10)
@@ -67,6 +67,7 @@ class InboundDeps:
     templates: Templates
     emergency: EmergencyMatcher
     escalation: EscalationDeps
+    first_replies: FirstReplies
 
 
 @dataclass
@@ -311,9 +312,7 @@ class _Turn:
             self._after_hours_notice(conversation)
 
     def _first_contact(self, conversation: ConversationRow) -> None:
-        text, opening = first_contact(
-            self.deps.templates, self._language(), self.deps.hours, self.now
-        )
+        text, opening = self.deps.first_replies(self._language(), self.now)
         conversation.intake_state = IntakeState.ASKED
         # The first reply already says when staff are back: it counts as this period's notice.
         conversation.after_hours_notice_for = opening

@@ -40,3 +40,26 @@ def first_contact(
         intake_question=reply_text(templates, language, "intake_question"),
     )
     return text, opening
+
+
+class FirstReplies:
+    """first_contact() computed once per language and minute.
+
+    Business hours start and end on whole minutes (and so do daylight-saving changes), so
+    whether staff are in, the next opening and "today/tomorrow" cannot change within a
+    minute; the calendar work is done once instead of for every new conversation.
+    """
+
+    def __init__(self, templates: Templates, hours: BusinessHours) -> None:
+        self._templates = templates
+        self._hours = hours
+        self._cache: dict[tuple[str, datetime], tuple[str, datetime | None]] = {}
+
+    def __call__(self, language: str, now: datetime) -> tuple[str, datetime | None]:
+        key = (language, now.replace(second=0, microsecond=0))
+        found = self._cache.get(key)
+        if found is None:
+            if len(self._cache) > 16:
+                self._cache.clear()
+            found = self._cache[key] = first_contact(self._templates, language, self._hours, now)
+        return found
