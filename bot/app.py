@@ -161,16 +161,13 @@ async def _telegram(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     services.senders["telegram"] = TelegramSender(bot)
-    try:
-        await bot.initialize()
-        if settings.telegram.mode == "webhook":
-            await register_webhook(bot, settings.server.public_url, settings.telegram)
-        else:
-            poller = TelegramPoller(bot, services.intake, services.clock)
-            services.tasks.append(asyncio.create_task(poller.run(), name="telegram-poller"))
-    except TelegramError as exc:
-        # Start anyway: SMS may still work, and the outbox retries Telegram sends.
-        log.error("telegram_start_failed", extra={"error": type(exc).__name__})
+    # Both keep retrying in the background: a Telegram outage at start must not stop the
+    # service (SMS may still work, and the outbox retries Telegram sends).
+    if settings.telegram.mode == "webhook":
+        task = register_webhook(bot, settings.server.public_url, settings.telegram)
+    else:
+        task = TelegramPoller(bot, services.intake, services.clock).run()
+    services.tasks.append(asyncio.create_task(task, name=f"telegram-{settings.telegram.mode}"))
     log.info("channel_enabled", extra={"channel": "telegram", "mode": settings.telegram.mode})
     yield
     for task in services.tasks:

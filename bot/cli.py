@@ -14,12 +14,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 from aiohttp import web
 from alembic.util import CommandError as MigrationError
 from argon2 import PasswordHasher
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -31,12 +33,14 @@ from bot.logs import configure_logging
 from bot.storage.database import (
     DatabaseNotMigrated,
     ensure_schema,
+    is_sqlite,
     make_engine,
     run_in_transaction,
     upgrade,
 )
 from bot.storage.models import OncallOverride, Staff
 from bot.storage.queries import audit
+from handlers.escalation import empty_rota_problem, rota_problems
 from handlers.retention import Purged, purge_expired
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -132,16 +136,34 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def config_warnings(settings: Settings) -> list[str]:
-    warnings = []
+    warnings = [*_rota_warnings(settings)]
     if not settings.sms.enabled and not settings.telegram.enabled:
         warnings.append("no channel is enabled: [sms] and [telegram] are both off")
-    if not settings.oncall.rotation:
-        warnings.append("[oncall] rotation is empty: emergencies page every oncall and admin")
     if not settings.session_secret:
         warnings.append("TRIAGE_SESSION_SECRET is not set (needed by the staff console)")
     if settings.server.public_url.startswith("http://") and settings.sms.enabled:
         warnings.append("[server] public_url is not https: Twilio webhooks should use https")
     return warnings
+
+
+def _rota_warnings(settings: Settings) -> list[str]:
+    """Rota gaps, checked against the staff table when the database exists."""
+    empty = empty_rota_problem(settings.oncall)
+    url = make_url(settings.database.url)
+    if is_sqlite(url) and not Path(url.database or "").exists():
+        return [*empty, "the database does not exist yet: rota members not checked"]
+
+    async def go() -> list[str]:
+        engine = make_engine(settings.database.url)
+        try:
+            return await run_in_transaction(engine, lambda s: rota_problems(s, settings.oncall))
+        finally:
+            await engine.dispose()
+
+    try:
+        return [*empty, *asyncio.run(go())]
+    except SQLAlchemyError as exc:
+        return [*empty, f"cannot check the rota against the database: {type(exc).__name__}"]
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:

@@ -300,6 +300,30 @@ def fail_over_page(
     return True
 
 
+def empty_rota_problem(rota: Rota) -> list[str]:
+    if rota.rotation:
+        return []
+    return ["[oncall] rotation is empty: every emergency pages all on-call and admins"]
+
+
+def rota_problems(session: Session, rota: Rota) -> list[str]:
+    """Rota members who could not be paged: for check-config."""
+    problems = []
+    names = [*rota.rotation, *([rota.backup] if rota.backup else [])]
+    for name in names:
+        staff = session.scalar(select(Staff).where(Staff.username == name))
+        where = "backup" if name == rota.backup else "rotation"
+        if staff is None:
+            problems.append(f"[oncall] {where}: {name} is not a staff member (a gap in the rota)")
+        elif staff.disabled:
+            problems.append(f"[oncall] {where}: {name} is disabled (a gap in the rota)")
+        elif staff.role not in ONCALL_ROLES:
+            problems.append(f"[oncall] {where}: {name} has role staff, not oncall or admin")
+        elif not staff.phone_enc and not staff.telegram_enc:
+            problems.append(f"[oncall] {where}: {name} has no phone or Telegram chat for pages")
+    return problems
+
+
 # --- acknowledging and resolving -------------------------------------------------------------
 
 

@@ -208,6 +208,25 @@ def test_check_config_fails_with_one_line_naming_the_problem(
     assert result.stdout == ""
 
 
+def test_check_config_reports_rota_gaps(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    config.write_text(replace_line(config.read_text(), "rotation = []",
+                                   'rotation = ["alice", "bob", "ghost"]'))
+    assert_ok(add_staff(tmp_path, "alice", "oncall", "--phone", PHONE))
+    assert_ok(add_staff(tmp_path, "bob", "oncall"))
+
+    result = bot(tmp_path, "check-config", "--config", str(config))
+
+    assert_ok(result)
+    assert "warning: [oncall] rotation: ghost is not a staff member (a gap in the rota)" in (
+        result.stderr
+    )
+    assert "warning: [oncall] rotation: bob has no phone or Telegram chat for pages" in (
+        result.stderr
+    )
+    assert "alice" not in result.stderr
+
+
 # --- db upgrade ------------------------------------------------------------------------------
 
 

@@ -309,7 +309,11 @@ async def test_polling_mode_takes_updates_and_replies(
 async def test_webhook_mode_registers_webhook_with_secret(
     service: Service, fake_telegram: FakeTelegram
 ) -> None:
-    webhook = fake_telegram.webhook
+    # Registered in the background, so that a Telegram outage cannot block start-up.
+    async def registered() -> dict[str, Any] | None:
+        return fake_telegram.webhook
+
+    webhook = await wait_until(registered, "a setWebhook call")
 
     assert webhook is not None
     assert webhook["url"] == PUBLIC_URL + WEBHOOK_PATH

@@ -123,12 +123,23 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def register_webhook(bot: Bot, public_url: str, settings: TelegramSettings) -> None:
-    await bot.set_webhook(
-        url=public_url + WEBHOOK_PATH,
-        secret_token=settings.webhook_secret.reveal(),
-        allowed_updates=["message"],
-    )
-    log.info("telegram_webhook_set")
+    """Tell Telegram where to post updates; retried until it works, as Telegram may be
+    unreachable when the service starts."""
+    backoff = 1.0
+    while True:
+        try:
+            await bot.initialize()
+            await bot.set_webhook(
+                url=public_url + WEBHOOK_PATH,
+                secret_token=settings.webhook_secret.reveal(),
+                allowed_updates=["message"],
+            )
+            log.info("telegram_webhook_set")
+            return
+        except TelegramError as exc:
+            log.error("telegram_webhook_failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 60.0)
 
 
 class TelegramPoller:
@@ -141,10 +152,14 @@ class TelegramPoller:
         self._offset: int | None = None
 
     async def run(self) -> None:
-        await self._bot.delete_webhook(drop_pending_updates=False)
         backoff = 1.0
+        ready = False
         while True:
             try:
+                if not ready:  # Telegram may be unreachable at start: keep trying
+                    await self._bot.initialize()
+                    await self._bot.delete_webhook(drop_pending_updates=False)
+                    ready = True
                 updates = await self._bot.get_updates(
                     offset=self._offset,
                     timeout=POLL_TIMEOUT,
