@@ -19,7 +19,7 @@ from functools import cache
 from typing import Protocol
 
 from aiolimiter import AsyncLimiter
-from sqlalchemy import Update, and_, bindparam, func, or_, select, update
+from sqlalchemy import Update, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.config import OutboxSettings
@@ -31,7 +31,7 @@ from bot.storage.writer import Writer
 from handlers.escalation import fail_over_page
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(seconds=120)
+MAX_LEASE = 120.0  # seconds
 IDLE_WAKE_SECONDS = 1.0
 CLAIM_BATCH = 64
 
@@ -76,6 +76,12 @@ class OutboxWorker:
         self._limiters = {channel: limiter(rate) for channel, rate in rates.items()}
         self._paused_until: dict[str, datetime] = {}
         self._settings = settings
+        # Long enough for a claimed row to wait its turn at the slowest rate and then time
+        # out; no longer, so a send cut off by a crash is retried soon after a restart.
+        slowest = min(rates.values(), default=1.0)
+        self._lease = timedelta(
+            seconds=min(settings.send_timeout_seconds + CLAIM_BATCH / slowest + 5, MAX_LEASE)
+        )
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
@@ -140,7 +146,9 @@ class OutboxWorker:
                         and_(Outbox.status == OutboxStatus.SENDING, Outbox.lease_until < now),
                     ),
                 )
-                .order_by(Outbox.next_attempt_at, Outbox.id)
+                # Pages first: a page must not queue behind a burst of replies.
+                .order_by(case((Outbox.kind == OutboxKind.PAGE, 0), else_=1),
+                          Outbox.next_attempt_at, Outbox.id)
                 .limit(CLAIM_BATCH)
                 .with_for_update(skip_locked=True, of=Outbox)
             )
@@ -159,7 +167,7 @@ class OutboxWorker:
             session.execute(
                 update(Outbox)
                 .where(Outbox.id.in_([c.id for c in claimed]))
-                .values(status=OutboxStatus.SENDING, lease_until=now + LEASE,
+                .values(status=OutboxStatus.SENDING, lease_until=now + self._lease,
                         attempts=Outbox.attempts + 1, updated_at=now)
             )
         return claimed

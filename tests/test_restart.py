@@ -207,7 +207,9 @@ async def test_repage_arrives_exactly_once_after_sigkill(tmp_path: Path) -> None
                 await asyncio.sleep(KILL_AFTER_FIRST_PAGE)
                 await kill(first)
             # The killed process sent no re-page: any that comes is the restarted one's.
-            assert len(sent_to(fake, ONCALL_PHONE)) == 1
+            assert len(sent_to(fake, ONCALL_PHONE)) == 1, (
+                "re-paged before the kill: the first page came too late for this test's timing"
+            )
             to_contact = len(sent_to(fake, CONTACT))
 
             async with running(tmp_path, config, env, log) as second:

@@ -15,6 +15,7 @@ from bot.rota import Rota
 CHICAGO = ZoneInfo("America/Chicago")
 TEAM = ("alice", "bob", "carol")
 FIRST_MONDAY = date(2026, 10, 5)  # alice's first week; bob from Oct 12, carol from Oct 19, ...
+WINTER_MONDAY = date(2026, 11, 30)  # the same, starting in standard time
 
 
 def rota(
@@ -67,14 +68,14 @@ def test_handover_stays_at_nine_local_after_fall_back():
 
 
 def test_handover_stays_at_nine_local_after_spring_forward():
-    r = rota()
-    # Mar 8 2027 (CST) bob (22 weeks after Oct 5); Monday Mar 15 (CDT) carol at 14:00 UTC.
-    assert r.scheduled(local(2027, 3, 8, 9)) == "bob"
-    assert r.scheduled(local(2027, 3, 15, 8, 59)) == "bob"
-    assert r.scheduled(local(2027, 3, 15, 9, 0)) == "carol"
-    # One week of real time after the Mar 8 handover (15:00 UTC) it is already 10:00 local.
-    assert r.scheduled(datetime(2027, 3, 15, 14, 30, tzinfo=UTC)) == "carol"
-    assert r.scheduled(datetime(2027, 3, 15, 13, 59, tzinfo=UTC)) == "bob"
+    r = rota(start=WINTER_MONDAY)  # anchored in standard time this time
+    # Mar 8 2027 (CST) carol, 14 weeks on; Monday Mar 15 (CDT) alice at 09:00 CDT = 14:00 UTC.
+    assert r.scheduled(local(2027, 3, 8, 9)) == "carol"
+    assert r.scheduled(local(2027, 3, 15, 8, 59)) == "carol"
+    assert r.scheduled(local(2027, 3, 15, 9, 0)) == "alice"
+    # Exactly one week of real time after the Mar 8 handover (15:00 UTC) it is 10:00 local.
+    assert r.scheduled(datetime(2027, 3, 15, 13, 59, tzinfo=UTC)) == "carol"
+    assert r.scheduled(datetime(2027, 3, 15, 14, 30, tzinfo=UTC)) == "alice"
 
 
 def test_start_on_a_handover_day_hands_over_that_day():
@@ -116,5 +117,6 @@ def test_next_handover_across_daylight_saving_changes():
     following = r.next_handover(local(2026, 10, 29, 12))  # Thursday before fall back
     assert following.astimezone(UTC) == datetime(2026, 11, 2, 15, 0, tzinfo=UTC)  # 09:00 CST
     assert following.utcoffset() == local(2026, 11, 2, 9).utcoffset()
-    following = r.next_handover(local(2027, 3, 11, 12))  # Thursday before spring forward
+    following = rota(start=WINTER_MONDAY).next_handover(local(2027, 3, 11, 12))
     assert following.astimezone(UTC) == datetime(2027, 3, 15, 14, 0, tzinfo=UTC)  # 09:00 CDT
+    assert following.utcoffset() == local(2027, 3, 15, 9).utcoffset()
