@@ -12,6 +12,8 @@ is a 2-septet extension character ({ } [ ] \\ ~ ^ | € and form feed).
 
 from __future__ import annotations
 
+import unicodedata
+
 import gsm0338
 
 _ESCAPE = 0x1B
@@ -91,3 +93,22 @@ def sms_segments(text: str) -> int:
             used = 0
         used += cost
     return segments
+
+
+# Typography that phones and word processors put in, and its plain GSM-7 spelling.
+_TYPOGRAPHIC = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'",
+                              "\u2013": "-", "\u2014": "-", "\u2026": "..."})
+
+
+def to_gsm7(text: str, missing: str = "?") -> str:
+    """Text that goes out as one 7-bit SMS alphabet: typographic quotes and dashes made
+    plain, accents outside GSM-7 dropped (á -> a, a no-break space -> space), and any other
+    character (emoji) replaced by `missing`."""
+    out = []
+    for char in text.translate(_TYPOGRAPHIC):
+        if is_gsm7(char):
+            out.append(char)
+            continue
+        kept = "".join(c for c in unicodedata.normalize("NFKD", char) if is_gsm7(c))
+        out.append(kept or missing)
+    return "".join(out)

@@ -20,13 +20,14 @@ never finds an ambiguous-hour datetime equal to one in another zone.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import format_date, format_time
+
+from bot.gsm import to_gsm7
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 HORIZON = timedelta(days=400)  # how far next_opening/current_closing look
@@ -209,27 +210,6 @@ def _parse_interval(key: str, text: str) -> Interval:
     return (start, end) if end > start else (start, end + DAY_MINUTES)
 
 
-# GSM 03.38 basic character set (escape 0x1B left out): text made only of these
-# characters goes out as 7-bit SMS, everything else forces 70-char UCS-2 segments.
-GSM7_BASIC = (
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-
-
-def _gsm7_safe(text: str) -> str:
-    """Keep GSM-7 characters; otherwise keep what survives compatibility decomposition
-    (á -> a, U+202F/U+00A0 -> space), and "?" if nothing does."""
-    out = []
-    for char in text:
-        if char in GSM7_BASIC:
-            out.append(char)
-            continue
-        kept = "".join(c for c in unicodedata.normalize("NFKD", char) if c in GSM7_BASIC)
-        out.append(kept or "?")
-    return "".join(out)
-
-
 def describe_opening(opening: datetime, now: datetime, language: str) -> str:
     """When staff are back, for "Staff are back {...}.", e.g. "tomorrow at 9:00 AM" or
     "el lunes 5 de enero a las 9:00". Local to opening's timezone."""
@@ -240,9 +220,9 @@ def describe_opening(opening: datetime, now: datetime, language: str) -> str:
     days = (opening.date() - now.astimezone(opening.tzinfo).date()).days
     clock = format_time(opening.time(), "short", locale=language)
     if language == "en":
-        return _gsm7_safe(f"{_english_day(opening.date(), days)} at {clock}")
+        return to_gsm7(f"{_english_day(opening.date(), days)} at {clock}")
     article = "la" if opening.hour == 1 else "las"  # "a la 1:00", "a las 2:00"
-    return _gsm7_safe(f"{_spanish_day(opening.date(), days)} a {article} {clock}")
+    return to_gsm7(f"{_spanish_day(opening.date(), days)} a {article} {clock}")
 
 
 def _english_day(day: date, days: int) -> str:

@@ -13,9 +13,11 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from bot.domain import DuplicateMessage, InboundMessage, Language
 from bot.spool import Spool
-from bot.storage.writer import Writer
+from bot.storage.writer import Writer, WriterStopped
 from handlers.inbound import InboundDeps, take_in
 from handlers.keywords import Keyword, looks_spanish, match_keyword
 from handlers.replies import reply_text
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 # No reply at all to these, even in a failure: STOP is confirmed by the provider, and EXIT
 # must leave nothing on the screen.
 SILENT_KEYWORDS = {Keyword.OPT_OUT, Keyword.EXIT}
+# Failures that mean "the database is not there", after which draining waits.
+DATABASE_DOWN = (OperationalError, InterfaceError, TimeoutError, WriterStopped)
 
 
 class Taken(enum.Enum):
@@ -87,6 +91,7 @@ class Intake:
         for path, msg in self._spool:
             if msg is None:
                 log.error("spool_unreadable", extra={"file": path.name})
+                self._spool.hold(path)
                 continue
             try:
                 await self._writer.run(
@@ -95,9 +100,16 @@ class Intake:
                 )
             except DuplicateMessage:
                 pass
-            except Exception as exc:
+            except DATABASE_DOWN as exc:
                 log.warning("spool_drain_paused", extra={"error": type(exc).__name__})
                 break
+            except Exception as exc:
+                # This message fails on its own, every time: set it aside for a person to
+                # look at, so it cannot hold up the messages behind it.
+                log.error("spool_message_held", extra={"file": path.name,
+                                                       "error": type(exc).__name__})
+                self._spool.hold(path)
+                continue
             self._spool.remove(path)
             taken += 1
         if taken:

@@ -77,6 +77,12 @@ class Spool:
     def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
+    def hold(self, path: Path) -> None:
+        """Set a message aside in held/, still encrypted, out of the drain's way."""
+        held = self.directory / "held"
+        held.mkdir(mode=0o700, exist_ok=True)
+        path.replace(held / path.name)
+
 
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)

@@ -22,6 +22,7 @@ from functools import cache
 
 from sqlalchemy import Select, bindparam, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.config import EscalationSettings
 from bot.crypto import Cipher
@@ -34,6 +35,7 @@ from bot.domain import (
     OutboxStatus,
     StaffRole,
 )
+from bot.gsm import septets, to_gsm7
 from bot.rota import Rota
 from bot.storage.models import Escalation, Message, OncallOverride, Outbox, Staff
 from bot.storage.queries import audit
@@ -41,7 +43,8 @@ from bot.storage.queries import audit
 log = logging.getLogger(__name__)
 LEVELS = 3
 ONCALL_ROLES = (StaffRole.ONCALL, StaffRole.ADMIN)
-PREVIEW_CHARS = 60
+SMS_SEPTETS = 160  # a page is one SMS, preview included
+MAX_ID = 2**63 - 1  # larger numbers in "ACK n" overflow the database's integer
 COMMAND = re.compile(r"^\s*(ack|resolve)\s*#?\s*(\d+)?\s*[.!]*\s*$", re.IGNORECASE)
 
 
@@ -161,39 +164,38 @@ def fire_due(session: Session, deps: EscalationDeps, now: datetime,
             .with_for_update(skip_locked=True)
         )
     )
-    fired = []
-    for escalation in due:
-        if escalation.status == EscalationStatus.ACKED:
-            # Acknowledged but not resolved in time: start the ladder again.
-            escalation.status = EscalationStatus.OPEN
-            escalation.step = 0
-            audit(session, now, "ack_timed_out", "escalation", escalation.id)
-        if _fire(session, deps, escalation, now):
-            fired.append(escalation.id)
-    return fired
+    return [e.id for e in due if _fire(session, deps, e, now)]
 
 
 def _fire(
     session: Session, deps: EscalationDeps, escalation: Escalation, now: datetime
 ) -> bool:
-    step, due = escalation.step, escalation.next_step_at
+    seen_status, seen_step, due = escalation.status, escalation.step, escalation.next_step_at
+    # Acknowledged but not resolved in time: the ladder starts again from the first step.
+    timed_out = seen_status == EscalationStatus.ACKED
+    step = 0 if timed_out else seen_step
     level, cycle = step % LEVELS, step // LEVELS
     waits = (deps.policy.repage_after_seconds, deps.policy.everyone_after_seconds,
              deps.policy.repage_after_seconds)
     last_step = (deps.policy.repeats + 1) * LEVELS - 1
     next_due = None if step >= last_step else now + timedelta(seconds=waits[level])
-    # The fencing token: only the transaction that moves (step, due) on sends this step.
+    # The fencing token: only the transaction that moves (status, step, due) on from what
+    # it read sends this step; a sweeper that read an older state sends nothing.
     claimed = session.execute(
         update(Escalation)
-        .where(Escalation.id == escalation.id, Escalation.step == step,
-               Escalation.next_step_at == due)
-        .values(step=step + 1, next_step_at=next_due, status=escalation.status)
+        .where(Escalation.id == escalation.id, Escalation.status == seen_status,
+               Escalation.step == seen_step, Escalation.next_step_at == due)
+        .values(step=step + 1, next_step_at=next_due, status=EscalationStatus.OPEN)
         .execution_options(synchronize_session=False)
     )
     if claimed.rowcount != 1:
         session.refresh(escalation)
         return False
-    escalation.step, escalation.next_step_at = step + 1, next_due
+    for name, value in (("status", EscalationStatus.OPEN), ("step", step + 1),
+                        ("next_step_at", next_due)):
+        set_committed_value(escalation, name, value)
+    if timed_out:
+        audit(session, now, "ack_timed_out", "escalation", escalation.id)
     oncall = who_is_on_call(session, deps.rota, now)
     people = recipients(session, level, oncall)
     preview = _preview(session, deps, escalation) if deps.policy.include_preview else ""
@@ -214,6 +216,12 @@ def page_text(escalation: Escalation, deps: EscalationDeps, preview: str = "") -
     local = escalation.opened_at.astimezone(deps.rota.zone).strftime("%H:%M")
     text = (f"EMERGENCY #{escalation.id} ({escalation.channel}) {local}. "
             f"Reply ACK {escalation.id}. {deps.public_url}/console/escalations/{escalation.id}")
+    # The preview is cut to keep the page one plain GSM-7 SMS: a second part may arrive
+    # late or out of order, and one emoji would halve what fits.
+    preview = " ".join(to_gsm7(preview, missing="").split())
+    room = SMS_SEPTETS - septets(text) - 3
+    while preview and septets(preview) > room:
+        preview = preview[:-1].rstrip()
     return f'{text} "{preview}"' if preview else text
 
 
@@ -225,9 +233,7 @@ def _preview(session: Session, deps: EscalationDeps, escalation: Escalation) -> 
         .order_by(Message.id.desc())
         .limit(1)
     )
-    if body is None:
-        return ""
-    return " ".join(deps.cipher.decrypt(body).split())[:PREVIEW_CHARS]
+    return "" if body is None else deps.cipher.decrypt(body)
 
 
 def staff_addresses(staff: Staff) -> list[tuple[str, str]]:
@@ -356,6 +362,8 @@ def resolve(session: Session, escalation_id: int, staff: Staff,
 
 
 def _open(session: Session, escalation_id: int) -> Escalation:
+    if not 0 < escalation_id <= MAX_ID:
+        raise EscalationNotFound(escalation_id)
     escalation = session.get(Escalation, escalation_id)
     if escalation is None or escalation.status == EscalationStatus.RESOLVED:
         raise EscalationNotFound(escalation_id)

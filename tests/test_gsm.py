@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.gsm import is_gsm7, septets, sms_segments
+from bot.gsm import is_gsm7, septets, sms_segments, to_gsm7
 
 # The GSM 03.38 default alphabet, in table order, without the 0x1B escape.
 BASIC_ALPHABET = (
@@ -191,3 +191,11 @@ def test_realistic_spanish_reply() -> None:
     assert is_gsm7(reply) is False  # the "í" in "aquí"
     assert sms_segments(reply) == 2  # 78 UCS-2 units
     assert sms_segments(reply.replace("í", "i")) == 1  # 78 septets as GSM-7
+
+
+def test_to_gsm7_strips_only_accents_outside_gsm7() -> None:
+    assert to_gsm7("sábado miércoles mañana Ávila Él") == "sabado miércoles mañana Avila Él"
+    assert to_gsm7("5:00\u202fPM\u00a0hoy") == "5:00 PM hoy"
+    assert to_gsm7("“quoted” – it’s…") == '"quoted" - it\'s...'
+    assert to_gsm7("help 😊", missing="") == "help "
+    assert to_gsm7("€") == "€"  # in the extension table: still GSM-7

@@ -2,17 +2,15 @@
 Chicago is UTC-6 (CST) / UTC-5 (CDT), switching 2026-03-08 02:00 and 2026-11-01 02:00;
 Madrid is UTC+1 (CET) / UTC+2 (CEST), switching 2026-03-29 02:00 and 2026-10-25 03:00."""
 
-import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from gsm0338 import Codec
-from gsm0338.charset import BASIC_CHARACTER_SET
 
 from bot.domain import Language
-from bot.hours import GSM7_BASIC, BusinessHours, HoursError, _gsm7_safe, describe_opening
+from bot.hours import BusinessHours, HoursError, describe_opening
 
 CHICAGO = ZoneInfo("America/Chicago")
 MADRID = ZoneInfo("Europe/Madrid")
@@ -461,13 +459,3 @@ def test_describe_opening_rejects_unknown_language() -> None:
         describe_opening(chicago(2026, 1, 6, 9, 0), chicago(2026, 1, 5, 10, 0), "fr")
 
 
-def test_gsm7_safe_strips_only_accents_outside_gsm7() -> None:
-    assert _gsm7_safe("sábado miércoles mañana Ávila Él") == "sabado miércoles mañana Avila Él"
-    assert _gsm7_safe("5:00\u202fPM\u00a0hoy") == "5:00 PM hoy"
-    assert _gsm7_safe("€") == "?"  # no GSM-7 base character to fall back on
-
-
-def test_gsm7_basic_set_matches_gsm0338_table() -> None:
-    table = {unicodedata.lookup(name) for name in BASIC_CHARACTER_SET.values()} - {"\x1b"}
-    assert set(GSM7_BASIC) == table
-    assert len(GSM7_BASIC) == 127

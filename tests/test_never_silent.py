@@ -113,3 +113,21 @@ async def test_replayed_message_after_spooling_is_taken_in_once(
     await svc.services.intake.drain_spool()
     assert await rows(svc, ProviderEvent) == 1
     assert spool_files(svc) == []
+
+
+async def test_unreadable_spool_file_is_held_and_does_not_block_the_rest(
+    start_service, fake_twilio, db_path
+):
+    svc = await start_service(fake_twilio, **FAST_FALLBACK)
+    with database_down(db_path):
+        await svc.sms("first")
+        await svc.sms("second", from_="+13145550177")
+    first, second = spool_files(svc)
+    first.write_text("not a spooled message")
+
+    assert await svc.services.intake.drain_spool() == 1
+    assert spool_files(svc) == []
+    held = svc.services.settings.database.spool_dir / "held"
+    assert [p.name for p in held.glob("*.msg")] == [first.name]
+    [inbound] = await svc.all(Message)
+    assert svc.decrypt(inbound.body_enc) == "second"
