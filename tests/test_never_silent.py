@@ -122,7 +122,7 @@ async def test_unreadable_spool_file_is_held_and_does_not_block_the_rest(
     with database_down(db_path):
         await svc.sms("first")
         await svc.sms("second", from_="+13145550177")
-    first, second = spool_files(svc)
+    first, _ = spool_files(svc)
     first.write_text("not a spooled message")
 
     assert await svc.services.intake.drain_spool() == 1
