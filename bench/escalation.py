@@ -78,6 +78,7 @@ from tests.fixtures import (  # noqa: E402
     OUR_NUMBER,
     encode_form,
     load_twilio_form,
+    set_config_keys,
     twilio_signature,
 )
 
@@ -103,10 +104,6 @@ REQUEST_TIMEOUT = 30.0
 PAGE_WAIT = 30.0  # how long pages may still come after the last expected moment
 SETTLE_SECONDS = 3 * SWEEP_INTERVAL_SECONDS + 0.5  # sweeps that must re-page nobody again
 POLL_SECONDS = 0.02
-HEADER = re.compile(r"^\[(?P<name>[^\]]+)\]\s*$")
-KEY_LINE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=")
-
-
 def contact_number(i: int) -> str:
     """The i-th fictional contact: consecutive contacts differ in area code."""
     area = AREA_CODES[i % len(AREA_CODES)]
@@ -114,25 +111,6 @@ def contact_number(i: int) -> str:
 
 
 # --- the service under test ------------------------------------------------------------------
-
-
-def set_keys(example: str, changes: Mapping[str, Mapping[str, object]]) -> str:
-    """`example` with each [section] key's value replaced; every key must already be in its
-    section, so a key renamed in config.example.toml fails here instead of being ignored."""
-    pending = {section: dict(keys) for section, keys in changes.items()}
-    section = ""
-    lines = []
-    for line in example.splitlines():
-        if header := HEADER.match(line):
-            section = header["name"]
-        elif (key := KEY_LINE.match(line)) and key["key"] in pending.get(section, {}):
-            # JSON strings, numbers, booleans and lists of strings are also valid TOML.
-            line = f"{key['key']} = {json.dumps(pending[section].pop(key['key']))}"
-        lines.append(line)
-    missing = {section: sorted(keys) for section, keys in pending.items() if keys}
-    if missing:
-        raise RuntimeError(f"config.example.toml lacks {missing}")
-    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -144,7 +122,7 @@ class Policy:
 def write_config(folder: Path, port: int, twilio_url: str, policy: Policy,
                  sms_rate: float) -> Path:
     example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
-    text = set_keys(example, {
+    text = set_config_keys(example, {
         "server": {"port": port, "public_url": f"http://127.0.0.1:{port}"},
         "database": {"url": f"sqlite+aiosqlite:///{folder / 'triage.db'}"},
         "sms": {"enabled": True, "account_sid": ACCOUNT_SID, "from_number": OUR_NUMBER,

@@ -6,6 +6,8 @@ All data is fictional: numbers are in the +1 314 555 01XX range and SIDs are zer
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -84,3 +86,27 @@ def _message_of(update: dict[str, Any]) -> dict[str, Any]:
         if kind in update:
             return update[kind]
     raise ValueError(f"update has no message: {sorted(update)}")
+
+
+_HEADER = re.compile(r"^\[(?P<name>[^\]]+)\]\s*$")
+_KEY_LINE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+def set_config_keys(example: str, changes: Mapping[str, Mapping[str, object]]) -> str:
+    """The text of a TOML config (config.example.toml) with each [section] key's value
+    replaced, for a service started as a subprocess. Every key must already be in its
+    section, so a key renamed in config.example.toml fails here instead of being ignored."""
+    pending = {section: dict(keys) for section, keys in changes.items()}
+    section = ""
+    lines = []
+    for line in example.splitlines():
+        if header := _HEADER.match(line):
+            section = header["name"]
+        elif (key := _KEY_LINE.match(line)) and key["key"] in pending.get(section, {}):
+            # JSON strings, numbers, booleans and lists of strings are also valid TOML.
+            line = f"{key['key']} = {json.dumps(pending[section].pop(key['key']))}"
+        lines.append(line)
+    missing = {section: sorted(keys) for section, keys in pending.items() if keys}
+    if missing:
+        raise ValueError(f"config.example.toml lacks {missing}")
+    return "\n".join(lines) + "\n"

@@ -9,14 +9,12 @@ so the new process must send the re-page, once, with the same text as the first 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
 import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from tests.fixtures import (
     OUR_NUMBER,
     encode_form,
     load_twilio_form,
+    set_config_keys,
     twilio_signature,
 )
 
@@ -44,31 +43,11 @@ KILL_AFTER_FIRST_PAGE = 1.0  # well before the re-page is due
 WAIT_SECONDS = 30.0  # the bound on every single wait in this file
 SETTLE_SECONDS = 3 * SWEEP_INTERVAL_SECONDS + 0.5  # three sweeps that must page nobody
 POLL_SECONDS = 0.05
-HEADER = re.compile(r"^\[(?P<name>[^\]]+)\]\s*$")
-KEY_LINE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=")
-
-
-def set_keys(example: str, changes: Mapping[str, Mapping[str, object]]) -> str:
-    """`example` with each [section] key's value replaced. Every key must already be in its
-    section, so a key renamed in config.example.toml fails here instead of being ignored."""
-    pending = {section: dict(keys) for section, keys in changes.items()}
-    section = ""
-    lines = []
-    for line in example.splitlines():
-        if header := HEADER.match(line):
-            section = header["name"]
-        elif (key := KEY_LINE.match(line)) and key["key"] in pending.get(section, {}):
-            # JSON strings, numbers, booleans and lists of strings are also valid TOML.
-            line = f"{key['key']} = {json.dumps(pending[section].pop(key['key']))}"
-        lines.append(line)
-    missing = {section: sorted(keys) for section, keys in pending.items() if keys}
-    assert not missing, f"config.example.toml lacks {missing}"
-    return "\n".join(lines) + "\n"
 
 
 def write_config(folder: Path, port: int, twilio_url: str) -> Path:
     example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
-    text = set_keys(example, {
+    text = set_config_keys(example, {
         "server": {"port": port, "public_url": f"http://127.0.0.1:{port}"},
         "database": {"url": f"sqlite+aiosqlite:///{folder / 'triage.db'}"},
         "sms": {"enabled": True, "account_sid": ACCOUNT_SID, "from_number": OUR_NUMBER,
