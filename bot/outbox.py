@@ -19,7 +19,7 @@ from functools import cache
 from typing import Protocol
 
 from aiolimiter import AsyncLimiter
-from sqlalchemy import Update, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Update, and_, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.config import OutboxSettings
@@ -306,12 +306,3 @@ def _finish(row: Outbox, status: OutboxStatus, now: datetime, error: str | None 
     row.address_enc = None
     row.body_enc = None
     row.updated_at = now
-
-
-def backlog(session: Session) -> int:
-    return int(
-        session.scalar(
-            select(func.count()).select_from(Outbox).where(Outbox.status == OutboxStatus.PENDING)
-        )
-        or 0
-    )

@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -76,9 +76,6 @@ class Conversation(Base):
     contact_id: Mapped[int | None] = mapped_column(
         ForeignKey("contacts.id", ondelete="SET NULL")
     )
-    # Relationships are for writing (one flush inserts parent then child); lazy="raise"
-    # keeps any read explicit.
-    contact: Mapped[Contact | None] = relationship(lazy="raise")
     channel: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     intake_state: Mapped[str] = mapped_column(String(16))
@@ -104,7 +101,6 @@ class Message(Base):
     conversation_id: Mapped[int] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE")
     )
-    conversation: Mapped[Conversation] = relationship(lazy="raise")
     direction: Mapped[str] = mapped_column(String(4))
     body_enc: Mapped[str] = mapped_column(Text)
     media_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -136,14 +132,11 @@ class Outbox(Base):
     channel: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(16))
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
-    contact: Mapped[Contact | None] = relationship(lazy="raise")
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
     conversation_id: Mapped[int | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="SET NULL")
     )
-    conversation: Mapped[Conversation | None] = relationship(lazy="raise")
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
-    message: Mapped[Message | None] = relationship(lazy="raise")
     escalation_id: Mapped[int | None] = mapped_column(
         ForeignKey("escalations.id", ondelete="SET NULL"), index=True
     )

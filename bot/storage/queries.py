@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import Insert, func, select, update
+from sqlalchemy import Insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.domain import DuplicateMessage, OutboxStatus
-from bot.storage.models import AuditEntry, Contact, Conversation, Outbox, ProviderEvent
+from bot.storage.models import AuditEntry, Contact, Outbox, ProviderEvent
 
 
 def record_provider_event(
@@ -35,26 +35,6 @@ def _insert_event_once(dialect: str) -> Insert:
         index_elements=["channel", "provider_id"]
     )
 
-
-def contact_with_latest_conversation(
-    session: Session, address_hash: str
-) -> tuple[Contact | None, Conversation | None]:
-    latest = (
-        select(func.max(Conversation.id))
-        .where(Conversation.contact_id == Contact.id)
-        .correlate(Contact)
-        .scalar_subquery()
-    )
-    row = (
-        session.execute(
-            select(Contact, Conversation)
-            .outerjoin(Conversation, Conversation.id == latest)
-            .where(Contact.address_hash == address_hash)
-        )
-    ).first()
-    if row is None:
-        return None, None
-    return row[0], row[1]
 
 
 def cancel_pending_to_contact(session: Session, contact_id: int, now: datetime) -> None:
