@@ -18,9 +18,8 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 
-from sqlalchemy import Select, bindparam, or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -381,23 +380,6 @@ def open_escalation_ids(session: Session) -> list[int]:
 
 
 # --- staff writing in by SMS or Telegram -------------------------------------------------------
-
-
-def staff_by_address(
-    session: Session, channel: str, address_hash: str
-) -> Staff | None:
-    if channel not in (Channel.SMS, Channel.TELEGRAM):
-        return None
-    # A bare id query first, built once: this runs for every inbound message and almost
-    # always finds nobody, and loading an ORM entity costs several times more.
-    staff_id = session.connection().scalar(_staff_id_query(channel), {"hash": address_hash})
-    return None if staff_id is None else session.get(Staff, staff_id)
-
-
-@cache
-def _staff_id_query(channel: str) -> Select[tuple[int]]:
-    column = Staff.phone_hash if channel == Channel.SMS else Staff.telegram_hash
-    return select(Staff.id).where(column == bindparam("hash"), Staff.disabled.is_(False))
 
 
 def handle_staff_message(

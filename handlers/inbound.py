@@ -29,7 +29,7 @@ from bot.domain import (
     OutboxStatus,
 )
 from bot.hours import BusinessHours, describe_opening
-from bot.storage.models import Contact, Conversation, Escalation, Message, Outbox
+from bot.storage.models import Contact, Conversation, Escalation, Message, Outbox, Staff
 from bot.storage.queries import audit, cancel_pending_to_contact, record_provider_event
 from bot.storage.rows import (
     CONTACTS,
@@ -39,13 +39,12 @@ from bot.storage.rows import (
     ContactRow,
     ConversationRow,
     insert_row,
-    load_contact,
+    load_sender,
 )
 from handlers.escalation import (
     EscalationDeps,
     handle_staff_message,
     open_escalation,
-    staff_by_address,
 )
 from handlers.keywords import (
     EmergencyMatcher,
@@ -95,14 +94,15 @@ def take_in(
     """
     record_provider_event(session, msg.channel, msg.provider_id, now)
     address_hash = deps.cipher.address_hash(msg.channel, msg.address)
+    sender = load_sender(session.connection(), msg.channel, address_hash)
     # Staff first: a message from a registered staff address is never a contact's.
-    staff = staff_by_address(session, msg.channel, address_hash)
+    staff = session.get(Staff, sender.staff_id) if sender.staff_id is not None else None
     if staff is not None:
         handle_staff_message(session, deps.escalation, staff, msg, now)
         log.info("staff_message", extra={"channel": msg.channel.value, "staff": staff.id})
         return InboundOutcome(staff=True)
-    contact, conversation = load_contact(session.connection(), address_hash)
-    turn = _Turn(session, deps, msg, now, auto_reply, contact, conversation, address_hash)
+    turn = _Turn(session, deps, msg, now, auto_reply, sender.contact, sender.conversation,
+                 address_hash)
     turn.handle()
     turn.save()
     log.info(
@@ -288,15 +288,23 @@ class _Turn:
     def _message(self, not_safe: bool) -> None:
         emergency = self.deps.emergency.matches(self.msg.text)
         is_new = self.open_conversation is None
-        conversation = self._ensure_conversation()
+        first = None
+        if (is_new or self.msg.is_start) and not emergency:
+            first = self.deps.first_replies(self._language(), self.now)
+        # A new conversation is written with its first-reply state at once (no UPDATE after).
+        conversation = self._ensure_conversation(
+            intake_state=IntakeState.ASKED if first else IntakeState.NOT_ASKED,
+            after_hours_notice_for=first[1] if first else None,
+            safe_to_text=False if not_safe else None,
+        )
         self._store_inbound(conversation)
         if not_safe:
             conversation.safe_to_text = False
-        if is_new or self.msg.is_start:
-            if emergency:
-                self._emergency(conversation, "keyword")
-                return
-            self._first_contact(conversation)
+        if emergency and (is_new or self.msg.is_start):
+            self._emergency(conversation, "keyword")
+            return
+        if first is not None:
+            self._first_contact(conversation, *first)
             return
         intake = None
         if conversation.intake_state == IntakeState.ASKED:
@@ -311,8 +319,9 @@ class _Turn:
         elif not self.outcome.emergency:
             self._after_hours_notice(conversation)
 
-    def _first_contact(self, conversation: ConversationRow) -> None:
-        text, opening = self.deps.first_replies(self._language(), self.now)
+    def _first_contact(
+        self, conversation: ConversationRow, text: str, opening: datetime | None
+    ) -> None:
         conversation.intake_state = IntakeState.ASKED
         # The first reply already says when staff are back: it counts as this period's notice.
         conversation.after_hours_notice_for = opening
@@ -370,7 +379,8 @@ class _Turn:
             self.contact = ContactRow(id=contact_id, **values)
         return self.contact
 
-    def _ensure_conversation(self) -> ConversationRow:
+    def _ensure_conversation(self, **initial: Any) -> ConversationRow:
+        """The open conversation, or a new one with `initial` values."""
         if self.open_conversation is not None:
             conversation = self.open_conversation
             conversation.last_inbound_at = self.now
@@ -389,6 +399,7 @@ class _Turn:
             "after_hours_notice_for": None,
             "closed_at": None,
             "outcome": None,
+            **initial,
         }
         conversation_id = insert_row(self.conn, CONVERSATIONS, contact_id=contact.id,
                                      channel=self.msg.channel.value, opened_at=self.now,

@@ -120,8 +120,8 @@ async def test_two_processes_sweeping_one_database_never_double_page(tmp_path: P
         while ports[1] == ports[0]:
             ports[1] = free_port()
         folders = [tmp_path / "a", tmp_path / "b"]
-        configs = [write_config(f, p, database, fake.base_url) for f, p in zip(folders, ports,
-                                                                                strict=True)]
+        configs = [write_config(folder, port, database, fake.base_url)
+                   for folder, port in zip(folders, ports, strict=True)]
         bases = [f"http://127.0.0.1:{port}" for port in ports]
         logs = [folder / "service.log" for folder in folders]
         env = service_env()  # one encryption key for both: they read each other's rows
@@ -129,6 +129,8 @@ async def test_two_processes_sweeping_one_database_never_double_page(tmp_path: P
 
         timeout = aiohttp.ClientTimeout(total=5)
         connector = aiohttp.TCPConnector(force_close=True)
+        # Both start together, so their sweeps run within milliseconds of each other every
+        # second: each due re-page is seen by two sweepers at about the same time.
         async with (
             aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
             running(folders[0], configs[0], env, logs[0]) as a,
@@ -139,9 +141,6 @@ async def test_two_processes_sweeping_one_database_never_double_page(tmp_path: P
                                    for base, proc, log in zip(bases, procs, logs, strict=True)))
             for n, contact in enumerate(CONTACTS):
                 await post_emergency(session, bases[n % 2], contact, n + 1)
-                # Spread over one sweep interval, so the re-pages fall due at different
-                # points of each process's sweep cycle and both processes get to fire some.
-                await asyncio.sleep(SWEEP_INTERVAL_SECONDS / EMERGENCIES)
             await wait_for_pages(fake, PAGES_PER_ESCALATION * EMERGENCIES, logs)
             # Both processes keep sweeping; a step fired twice would show up here.
             await asyncio.sleep(SETTLE_SECONDS)

@@ -22,16 +22,18 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal,
     select,
     update,
 )
 
-from bot.storage.models import Contact, Conversation, Message, Outbox
+from bot.storage.models import Contact, Conversation, Message, Outbox, Staff
 
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
+STAFF: Table = Staff.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -46,7 +48,7 @@ class _Tracked:
         self._changed.clear()  # the values given to __init__ are the loaded state
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name != "_changed" and "_changed" in self.__dict__:
+        if "_changed" in self.__dict__ and self.__dict__.get(name) != value:
             self._changed[name] = value
         object.__setattr__(self, name, value)
 
@@ -101,7 +103,15 @@ def _insert(table: Table) -> Insert:
 
 
 @cache
-def _contact_query() -> Select[Any]:
+def _sender_query(channel: str) -> Select[Any]:
+    address = bindparam("address_hash")
+    staff_hash = STAFF.c.phone_hash if channel == "sms" else STAFF.c.telegram_hash
+    staff_id = (
+        select(STAFF.c.id)
+        .where(staff_hash == address, STAFF.c.disabled.is_(False))
+        .scalar_subquery()
+        .label("staff_id")
+    )
     latest = (
         select(func.max(CONVERSATIONS.c.id))
         .where(CONVERSATIONS.c.contact_id == CONTACTS.c.id)
@@ -109,28 +119,37 @@ def _contact_query() -> Select[Any]:
         .scalar_subquery()
     )
     conversation_cols = [c.label(f"v_{c.name}") for c in ConversationRow.columns()]
-    return (
-        select(*ContactRow.columns(), *conversation_cols)
-        .select_from(CONTACTS.outerjoin(CONVERSATIONS, CONVERSATIONS.c.id == latest))
-        .where(CONTACTS.c.address_hash == bindparam("address_hash"))
+    # One row always: a one-row source left-joined to the contact and its conversation.
+    one = select(literal(1).label("one")).subquery()
+    return select(staff_id, *ContactRow.columns(), *conversation_cols).select_from(
+        one.outerjoin(CONTACTS, CONTACTS.c.address_hash == address).outerjoin(
+            CONVERSATIONS, CONVERSATIONS.c.id == latest
+        )
     )
 
 
-def load_contact(
-    conn: Connection, address_hash: str
-) -> tuple[ContactRow | None, ConversationRow | None]:
-    """The contact with this address and its latest conversation, in one query."""
-    row = conn.execute(_contact_query(), {"address_hash": address_hash}).first()
-    if row is None:
-        return None, None
-    values = row._mapping
+@dataclass(frozen=True)
+class Sender:
+    """Who wrote from an address: a registered staff member, or a contact (maybe new)."""
+
+    staff_id: int | None
+    contact: ContactRow | None
+    conversation: ConversationRow | None
+
+
+def load_sender(conn: Connection, channel: str, address_hash: str) -> Sender:
+    """Staff member, contact and latest conversation for an address, in one query: this
+    runs for every inbound message."""
+    values = conn.execute(_sender_query(channel), {"address_hash": address_hash}).one()._mapping
+    if values["id"] is None:
+        return Sender(values["staff_id"], None, None)
     contact = ContactRow(**{c.name: values[c.name] for c in ContactRow.columns()})
     if values["v_id"] is None:
-        return contact, None
+        return Sender(values["staff_id"], contact, None)
     conversation = ConversationRow(
         **{c.name: values[f"v_{c.name}"] for c in ConversationRow.columns()}
     )
-    return contact, conversation
+    return Sender(values["staff_id"], contact, conversation)
 
 
 def insert_row(conn: Connection, table: Table, **values: Any) -> int:
