@@ -39,10 +39,8 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import re
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -81,12 +79,16 @@ from tests.fixtures import (  # noqa: E402
     set_config_keys,
     twilio_signature,
 )
+from tests.subprocesses import (  # noqa: E402
+    ONCALL_PHONE,
+    ONCALL_USER,
+    add_oncall_staff,
+    free_port,
+    service_env,
+)
 
 INBOUND_PATH = "/webhooks/twilio/sms"
 EMERGENCY_TEXT = "he has a gun"
-ONCALL_USER = "oncall"
-ONCALL_PHONE = "+13145550142"
-PASSWORD = "bench password, not a secret"
 # 555-0100..0199 is fictional in every area code. Area 314 is left out entirely: it holds the
 # service's own number (+13145550100) and the on-call phone. N11 codes are not area codes.
 AREA_CODES = tuple(a for a in range(201, 1000) if a != 314 and a % 100 != 11)
@@ -137,44 +139,6 @@ def write_config(folder: Path, port: int, twilio_url: str, policy: Policy,
     return path
 
 
-def service_env(key: str) -> dict[str, str]:
-    """Secrets come from here, never from the environment of whoever runs the bench."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
-    env.update(
-        TRIAGE_ENCRYPTION_KEY=key,
-        TRIAGE_SMS_AUTH_TOKEN=AUTH_TOKEN,
-        # Per-request INFO logs would be part of what is measured.
-        TRIAGE_LOG_LEVEL="WARNING",
-        PTB_TIMEDELTA="true",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-    )
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def add_oncall(folder: Path, config: Path, env: dict[str, str]) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "staff", "add", ONCALL_USER, "--role", "oncall",
-        "--phone", ONCALL_PHONE, "--config", str(config),
-        cwd=folder, env=env, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, stderr = await asyncio.wait_for(proc.communicate(f"{PASSWORD}\n".encode()),
-                                           START_TIMEOUT)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"staff add failed: {stderr.decode().strip()}")
-
-
 @dataclass(frozen=True)
 class Service:
     url: str  # the public URL, which webhooks are signed against
@@ -215,9 +179,9 @@ async def service(session: aiohttp.ClientSession, folder: Path, fake: FakeTwilio
     """
     port = free_port()
     key = generate_key()
-    env = service_env(key)
+    env = service_env(key, log_level="WARNING")  # per-request logs would be measured
     config = write_config(folder, port, fake.base_url, policy, sms_rate)
-    await add_oncall(folder, config, env)
+    await add_oncall_staff(folder, config, env, START_TIMEOUT)
     log_path = folder / "service.log"
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(

@@ -9,9 +9,7 @@ so the new process must send the re-page, once, with the same text as the first 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +18,6 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.crypto import generate_key
 from tests.conftest import ROOT
 from tests.fakes.twilio_api import FakeTwilio, SentSms
 from tests.fixtures import (
@@ -32,10 +29,15 @@ from tests.fixtures import (
     set_config_keys,
     twilio_signature,
 )
+from tests.subprocesses import (
+    ONCALL_PHONE,
+    ONCALL_USER,
+    add_oncall_staff,
+    free_port,
+    service_env,
+)
 
-ONCALL_PHONE = "+13145550142"
 CONTACT = "+13145550123"
-PASSWORD = "correct horse battery staple"
 INBOUND_PATH = "/webhooks/twilio/sms"
 REPAGE_AFTER_SECONDS = 4
 SWEEP_INTERVAL_SECONDS = 1
@@ -52,7 +54,7 @@ def write_config(folder: Path, port: int, twilio_url: str) -> Path:
         "database": {"url": f"sqlite+aiosqlite:///{folder / 'triage.db'}"},
         "sms": {"enabled": True, "account_sid": ACCOUNT_SID, "from_number": OUR_NUMBER,
                 "api_base_url": twilio_url},
-        "oncall": {"rotation": ["alice"]},
+        "oncall": {"rotation": [ONCALL_USER]},
         "escalation": {"repage_after_seconds": REPAGE_AFTER_SECONDS,
                        "everyone_after_seconds": 3600, "repeats": 0,
                        "sweep_interval_seconds": SWEEP_INTERVAL_SECONDS},
@@ -60,41 +62,6 @@ def write_config(folder: Path, port: int, twilio_url: str) -> Path:
     path = folder / "config.toml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def service_env() -> dict[str, str]:
-    """This environment without any TRIAGE_* setting of whoever runs the tests, plus ours."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
-    env.update(
-        TRIAGE_ENCRYPTION_KEY=generate_key(),
-        TRIAGE_SMS_AUTH_TOKEN=AUTH_TOKEN,
-        PTB_TIMEDELTA="true",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-    )
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def add_oncall_staff(folder: Path, config: Path, env: dict[str, str]) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "staff", "add", "alice", "--role", "oncall",
-        "--phone", ONCALL_PHONE, "--config", str(config),
-        cwd=folder, env=env, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, stderr = await asyncio.wait_for(proc.communicate(f"{PASSWORD}\n".encode()),
-                                           WAIT_SECONDS)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, stderr.decode()
 
 
 @asynccontextmanager

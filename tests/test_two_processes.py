@@ -29,16 +29,19 @@ from tests.fixtures import (
     set_config_keys,
     twilio_signature,
 )
-from tests.test_restart import (
-    INBOUND_PATH,
+from tests.subprocesses import (
     ONCALL_PHONE,
-    POLL_SECONDS,
-    WAIT_SECONDS,
+    ONCALL_USER,
     add_oncall_staff,
     free_port,
+    service_env,
+)
+from tests.test_restart import (
+    INBOUND_PATH,
+    POLL_SECONDS,
+    WAIT_SECONDS,
     running,
     sent_to,
-    service_env,
     tail,
     wait_healthy,
 )
@@ -63,7 +66,7 @@ def write_config(folder: Path, port: int, database: Path, twilio_url: str) -> Pa
         "database": {"url": f"sqlite+aiosqlite:///{database}"},
         "sms": {"enabled": True, "account_sid": ACCOUNT_SID, "from_number": OUR_NUMBER,
                 "api_base_url": twilio_url, "max_per_second": 1000},
-        "oncall": {"rotation": ["alice"]},
+        "oncall": {"rotation": [ONCALL_USER]},
         "escalation": {"repage_after_seconds": REPAGE_AFTER_SECONDS,
                        "everyone_after_seconds": 3600, "repeats": 0,
                        "sweep_interval_seconds": SWEEP_INTERVAL_SECONDS},
