@@ -259,16 +259,18 @@ def _enqueue_page(
         log.warning("page_unreachable", extra={"staff": staff.id, "escalation": escalation.id})
         return False
     channel, address_enc = usable[0]
-    session.add(_page_row(channel, address_enc, deps.cipher.encrypt(text), staff.id,
+    session.add(_staff_row(channel, address_enc, deps.cipher.encrypt(text), staff.id,
                           escalation.id, now))
     return True
 
 
-def _page_row(channel: str, address_enc: str, body_enc: str, staff_id: int,
-              escalation_id: int | None, now: datetime, failover_of: int | None = None) -> Outbox:
+def _staff_row(channel: str, address_enc: str, body_enc: str, staff_id: int,
+               escalation_id: int | None, now: datetime, failover_of: int | None = None,
+               kind: OutboxKind = OutboxKind.PAGE) -> Outbox:
+    """An outbox row to a staff member: a page, or an answer to a command."""
     return Outbox(
         channel=channel,
-        kind=OutboxKind.PAGE,
+        kind=kind,
         staff_id=staff_id,
         escalation_id=escalation_id,
         address_enc=address_enc,
@@ -298,7 +300,7 @@ def fail_over_page(
     if not others:
         return False
     channel, address_enc = others[0]
-    session.add(_page_row(channel, address_enc, page.body_enc, staff.id, page.escalation_id,
+    session.add(_staff_row(channel, address_enc, page.body_enc, staff.id, page.escalation_id,
                           now, failover_of=page.id))
     audit(session, now, "page_failover", "escalation", page.escalation_id,
           detail=f"from={page.channel} to={channel}")
@@ -388,20 +390,9 @@ def handle_staff_message(
 ) -> str:
     """ACK n / ACK / RESOLVE n from a registered staff address. Returns the answer sent."""
     answer = _staff_answer(session, deps, staff, msg.text, now)
-    session.add(
-        Outbox(
-            channel=msg.channel.value,
-            kind=OutboxKind.STAFF_NOTICE,
-            staff_id=staff.id,
-            address_enc=deps.cipher.encrypt(msg.address),
-            body_enc=deps.cipher.encrypt(answer),
-            status=OutboxStatus.PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-    )
+    session.add(_staff_row(msg.channel.value, deps.cipher.encrypt(msg.address),
+                           deps.cipher.encrypt(answer), staff.id, None, now,
+                           kind=OutboxKind.STAFF_NOTICE))
     return answer
 
 
