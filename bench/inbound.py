@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
 import json
 import logging
 import math
@@ -73,6 +72,7 @@ from tests.fixtures import (  # noqa: E402
     ACCOUNT_SID,
     AUTH_TOKEN,
     OUR_NUMBER,
+    deep_merge,
     encode_form,
     load_twilio_form,
     twilio_signature,
@@ -122,16 +122,6 @@ class MondayClock:
         return self._start + timedelta(seconds=time.monotonic() - self._started)
 
 
-def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(base))
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def full_settings(db_dir: Path, twilio_url: str) -> Settings:
     """The example config pointed at a temp SQLite file and the fake Twilio, as the tests do."""
     raw = tomllib.loads((ROOT / "config.example.toml").read_text(encoding="utf-8"))
@@ -154,7 +144,7 @@ def full_settings(db_dir: Path, twilio_url: str) -> Settings:
         "TRIAGE_SESSION_SECRET": "bench-session-secret",
         "TRIAGE_SMS_AUTH_TOKEN": AUTH_TOKEN,
     }
-    return parse_settings(merge(raw, overrides), environ, base_dir=db_dir)
+    return parse_settings(deep_merge(raw, overrides), environ, base_dir=db_dir)
 
 
 async def bare_inbound(request: web.Request) -> web.Response:

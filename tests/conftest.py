@@ -3,7 +3,6 @@ a controllable clock, and the real app under aiohttp's test client."""
 
 from __future__ import annotations
 
-import copy
 import os
 import tomllib
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +28,7 @@ from tests.fixtures import (
     OUR_NUMBER,
     TELEGRAM_CONTACT_ID,
     TELEGRAM_TOKEN,
+    deep_merge,
     encode_form,
     load_telegram_update,
     load_twilio_form,
@@ -56,16 +56,6 @@ class Clock:
 
     def advance(self, **kwargs: float) -> None:
         self.now += timedelta(**kwargs)
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def example_config() -> dict[str, Any]:

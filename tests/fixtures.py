@@ -5,6 +5,7 @@ All data is fictional: numbers are in the +1 314 555 01XX range and SIDs are zer
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping
@@ -110,3 +111,14 @@ def set_config_keys(example: str, changes: Mapping[str, Mapping[str, object]]) -
     if missing:
         raise ValueError(f"config.example.toml lacks {missing}")
     return "\n".join(lines) + "\n"
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` (a parsed config) with the tables of `extra` merged in, key by key."""
+    out = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
