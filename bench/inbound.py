@@ -12,12 +12,17 @@ One run measures:
 
 1. full path: `POST /webhooks/twilio/sms` through `create_app()` on SQLite in a temp dir
    (verify the signature, dedupe, store encrypted, enqueue the reply, group commit), with
-   32 connections, for --requests webhooks after a warm-up;
-2. bare: an aiohttp app that only parses the same form and answers an empty TwiML, driven
+   32 connections, for --requests webhooks after a warm-up. The outbox sends at
+   config.example.toml's `[sms] max_per_second`, as the service would behind Twilio's own
+   rate limit, so the replies queued here wait their turn as they would in production;
+2. the same again with the outbox sending as fast as it can, in the same process, so the
+   cost of sending shows too (reported, not held to the target);
+3. bare: an aiohttp app that only parses the same form and answers an empty TwiML, driven
    by the same client code, concurrency and count;
-3. the ratio full/bare requests per second (target >= 0.15);
-4. webhook->reply: from sending a first-contact webhook to the fake Twilio accepting the
-   bot's reply, at a steady rate, each request from a number new to its database
+4. the ratio full/bare requests per second (target >= 0.15), for 1 and for 2;
+5. webhook->reply: from sending a first-contact webhook to the fake Twilio accepting the
+   bot's reply, at a steady rate, each request from a number new to its database, with the
+   outbox unpaced: this is the service's own latency, not the provider's rate limit
    (target p99 <= 100 ms).
 
 Each server runs in its own subprocess (`--serve full|bare`, started by this script), so the
@@ -103,6 +108,7 @@ START_TIMEOUT = 60.0  # imports and migrations on a cold, slow machine
 STOP_TIMEOUT = 15.0
 REQUEST_TIMEOUT = 30.0
 REPLY_WAIT = 10.0  # how long to wait for replies still in flight after the last webhook
+UNPACED_PER_SECOND = 1000  # high enough that the send rate limit never shapes a measurement
 
 
 # --- the servers under test (run in a subprocess) ----------------------------------------------
@@ -122,20 +128,25 @@ class MondayClock:
         return self._start + timedelta(seconds=time.monotonic() - self._started)
 
 
-def full_settings(db_dir: Path, twilio_url: str) -> Settings:
-    """The example config pointed at a temp SQLite file and the fake Twilio, as the tests do."""
-    raw = tomllib.loads((ROOT / "config.example.toml").read_text(encoding="utf-8"))
+def example_config() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "config.example.toml").read_text(encoding="utf-8"))
+
+
+def full_settings(db_dir: Path, twilio_url: str, paced: bool) -> Settings:
+    """The example config pointed at a temp SQLite file and the fake Twilio, as the tests do.
+    Unless `paced`, the SMS rate limit is lifted so that it never holds a reply back."""
+    sms: dict[str, Any] = {
+        "enabled": True,
+        "account_sid": ACCOUNT_SID,
+        "from_number": OUR_NUMBER,
+        "api_base_url": twilio_url,
+    }
+    if not paced:
+        sms["max_per_second"] = UNPACED_PER_SECOND
     overrides = {
         "server": {"public_url": PUBLIC_URL},
         "database": {"url": f"sqlite+aiosqlite:///{db_dir / 'triage.db'}"},
-        "sms": {
-            "enabled": True,
-            "account_sid": ACCOUNT_SID,
-            "from_number": OUR_NUMBER,
-            "api_base_url": twilio_url,
-            # High enough that the send rate limit never shapes the measurement.
-            "max_per_second": 1000,
-        },
+        "sms": sms,
         "telegram": {"enabled": False},
     }
     # Secrets come from this dict, never from the environment of whoever runs the bench.
@@ -144,7 +155,7 @@ def full_settings(db_dir: Path, twilio_url: str) -> Settings:
         "TRIAGE_SESSION_SECRET": "bench-session-secret",
         "TRIAGE_SMS_AUTH_TOKEN": AUTH_TOKEN,
     }
-    return parse_settings(deep_merge(raw, overrides), environ, base_dir=db_dir)
+    return parse_settings(deep_merge(example_config(), overrides), environ, base_dir=db_dir)
 
 
 async def bare_inbound(request: web.Request) -> web.Response:
@@ -173,11 +184,11 @@ async def wait_for_stop() -> None:
     await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def serve(kind: str, db_dir: Path | None, twilio_url: str | None) -> None:
+async def serve(kind: str, db_dir: Path | None, twilio_url: str | None, paced: bool) -> None:
     if kind == "full":
         if db_dir is None or twilio_url is None:
             raise SystemExit("--serve full needs --db-dir and --twilio-url")
-        app = create_app(full_settings(db_dir, twilio_url), MondayClock(START_NOW))
+        app = create_app(full_settings(db_dir, twilio_url, paced), MondayClock(START_NOW))
     else:
         app = bare_app()
     # As in `python -m bot run`: no access log.
@@ -404,12 +415,15 @@ async def stop_process(proc: asyncio.subprocess.Process) -> None:
 
 
 def full_server(
-    tmp: Path, name: str, fake: FakeTwilio
+    tmp: Path, name: str, fake: FakeTwilio, paced: bool = False
 ) -> contextlib.AbstractAsyncContextManager[Server]:
     """The real service on a fresh SQLite database in tmp/name, sending to `fake`."""
     db_dir = tmp / name
     db_dir.mkdir()
-    return server_process("full", db_dir, "--db-dir", str(db_dir), "--twilio-url", fake.base_url)
+    pacing = ("--paced",) if paced else ()
+    return server_process(
+        "full", db_dir, "--db-dir", str(db_dir), "--twilio-url", fake.base_url, *pacing
+    )
 
 
 async def wait_for_replies(fake: FakeTwilio, total: int) -> None:
@@ -434,15 +448,19 @@ async def measure_full(
     tmp: Path,
     factory: WebhookFactory,
     opts: Options,
+    paced: bool,
 ) -> tuple[Run, int]:
-    """Phase 1; also returns how many replies went out during the timed part."""
+    """Phase 1 (paced) or 2; also returns how many replies went out during the timed part."""
     warmup = factory.cycle(opts.warmup, CONTACT_NUMBERS)
     hooks = factory.cycle(opts.requests, CONTACT_NUMBERS[opts.warmup:])
-    async with full_server(tmp, "full", fake) as server:
+    name = "full-paced" if paced else "full-unpaced"
+    async with full_server(tmp, name, fake, paced) as server:
         first_replies = len(fake.sent) + len({hook.number for hook in warmup})
         await drive(session, server.url, warmup, opts.concurrency, opts.time_limit, server.pid)
-        # The warm-up's first contacts are replied to now, not inside the timed run.
-        await wait_for_replies(fake, first_replies)
+        if not paced:
+            # The warm-up's first contacts are replied to now, not inside the timed run.
+            # Paced, they trickle out during it, as a queue behind the rate limit would.
+            await wait_for_replies(fake, first_replies)
         before = len(fake.sent)
         run = await drive(session, server.url, hooks, opts.concurrency, opts.time_limit, server.pid)
         return run, len(fake.sent) - before
@@ -594,7 +612,10 @@ async def bench(opts: Options) -> dict[str, Any]:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             with tempfile.TemporaryDirectory(prefix="bench-inbound-") as tmp_name:
                 tmp = Path(tmp_name)
-                full, full_replies = await measure_full(session, fake, tmp, factory, opts)
+                full, full_replies = await measure_full(session, fake, tmp, factory, opts, True)
+                unpaced, unpaced_replies = await measure_full(
+                    session, fake, tmp, factory, opts, False
+                )
                 bare = await measure_bare(session, tmp, factory, opts)
                 replies = await measure_replies(session, fake, tmp, factory, opts)
     finally:
@@ -603,9 +624,19 @@ async def bench(opts: Options) -> dict[str, Any]:
     reply = replies.summary(opts.reply_rate)
     return {
         "machine": {**machine(), "load_before": load_before, "load_after": load_average()},
-        "full": {**full.summary(opts.concurrency), "replies_sent": full_replies},
+        "full": {
+            **full.summary(opts.concurrency),
+            "replies_sent": full_replies,
+            "sms_per_second": example_config()["sms"]["max_per_second"],
+        },
+        "full_unpaced": {
+            **unpaced.summary(opts.concurrency),
+            "replies_sent": unpaced_replies,
+            "sms_per_second": UNPACED_PER_SECOND,
+        },
         "bare": bare.summary(opts.concurrency),
         "ratio": round(ratio, 3),
+        "ratio_unpaced": round(unpaced.rps / bare.rps if bare.rps else 0.0, 3),
         "ratio_target": RATIO_TARGET,
         "ratio_pass": ratio >= RATIO_TARGET and full.errors == 0,
         "reply": reply,
@@ -628,30 +659,27 @@ def verdict(ok: bool) -> str:
 
 
 def report(result: Mapping[str, Any]) -> str:
-    m, full, bare, reply = result["machine"], result["full"], result["bare"], result["reply"]
+    m, bare, reply = result["machine"], result["bare"], result["reply"]
     lines = [
         f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, {m['date']}"
         f"  (aiohttp {m['aiohttp']}, SQLAlchemy {m['sqlalchemy']}; "
         f"load average {m['load_before']} before, {m['load_after']} after)",
-        f"full path   : {full['rps']:6.0f} req/s  p50 {full['p50_ms']:5.1f} ms  "
-        f"p99 {full['p99_ms']:5.1f} ms  ({full['requests']} requests, "
-        f"{full['concurrency']} connections, {full['errors']} errors; "
-        f"CPU server {full['server_cpu_pct']:.0f}% client {full['client_cpu_pct']:.0f}%, "
-        f"server {full['server_cpu_ms_per_request']:.2f} ms CPU/request)",
+        full_line("full path   ", result["full"]),
+        full_line("  unpaced   ", result["full_unpaced"]),
         f"bare aiohttp: {bare['rps']:6.0f} req/s  p50 {bare['p50_ms']:5.1f} ms  "
         f"p99 {bare['p99_ms']:5.1f} ms  ({bare['requests']} requests, "
         f"{bare['errors']} errors; "
         f"CPU server {bare['server_cpu_pct']:.0f}% client {bare['client_cpu_pct']:.0f}%, "
         f"server {bare['server_cpu_ms_per_request']:.2f} ms CPU/request)",
         f"ratio       : {result['ratio']:.3f}  (target >= {result['ratio_target']})  "
-        f"{verdict(result['ratio_pass'])}",
+        f"{verdict(result['ratio_pass'])};  unpaced {result['ratio_unpaced']:.3f}",
         f"webhook->reply: p50 {reply['p50_ms']:.1f} ms  p99 {reply['p99_ms']:.1f} ms  "
         f"({reply['replied']} first contacts at {reply['rate_per_second']:g}/s, "
         f"{reply['missing']} missing; webhook answered p50 {reply['webhook_p50_ms']:.1f} ms "
         f"p99 {reply['webhook_p99_ms']:.1f} ms)  "
         f"(target p99 <= {result['reply_p99_target_ms']:g} ms)  {verdict(result['reply_pass'])}",
     ]
-    for name in ("full", "bare"):
+    for name in ("full", "full_unpaced", "bare"):
         if result[name]["first_error"]:
             lines.append(f"{name}: first error: {result[name]['first_error']}")
     busiest = max(m["load_before"] or 0, m["load_after"] or 0)
@@ -661,6 +689,17 @@ def report(result: Mapping[str, Any]) -> str:
             "from the servers; req/s and latencies are pessimistic, CPU/request less so"
         )
     return "\n".join(lines)
+
+
+def full_line(label: str, full: Mapping[str, Any]) -> str:
+    return (
+        f"{label}: {full['rps']:6.0f} req/s  p50 {full['p50_ms']:5.1f} ms  "
+        f"p99 {full['p99_ms']:5.1f} ms  ({full['requests']} requests, "
+        f"{full['concurrency']} connections, {full['errors']} errors, "
+        f"{full['replies_sent']} replies sent at <= {full['sms_per_second']:g}/s; "
+        f"CPU server {full['server_cpu_pct']:.0f}% client {full['client_cpu_pct']:.0f}%, "
+        f"server {full['server_cpu_ms_per_request']:.2f} ms CPU/request)"
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -686,6 +725,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--serve", choices=("full", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--db-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--twilio-url", help=argparse.SUPPRESS)
+    parser.add_argument("--paced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     defaults = (300, 50, 100) if args.quick else (3000, 200, 500)
     for name, default in zip(("requests", "warmup", "replies"), defaults, strict=True):
@@ -703,7 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only warnings from the service: per-request INFO logs would be the thing measured.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.serve:
-        asyncio.run(serve(args.serve, args.db_dir, args.twilio_url))
+        asyncio.run(serve(args.serve, args.db_dir, args.twilio_url, args.paced))
         return 0
     opts = Options(
         args.requests, args.warmup, args.concurrency, args.replies, args.reply_rate, args.time_limit

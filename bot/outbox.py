@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from bot.config import OutboxSettings
 from bot.crypto import Cipher
 from bot.domain import OutboxKind, OutboxStatus, PermanentSendError, TemporarySendError
+from bot.storage import direct
 from bot.storage.models import Contact, Outbox
 from bot.storage.queries import audit, mark_opted_out
 from bot.storage.writer import Writer
@@ -177,10 +178,9 @@ class OutboxWorker:
             async with self._limiters[row.channel]:
                 address = self._cipher.decrypt(row.address_enc)
                 text = self._cipher.decrypt(row.body_enc)
-                provider_id = await asyncio.wait_for(
-                    self._senders[row.channel].send(address, text),
-                    self._settings.send_timeout_seconds,
-                )
+                # asyncio.timeout, not wait_for: no extra task per send.
+                async with asyncio.timeout(self._settings.send_timeout_seconds):
+                    provider_id = await self._senders[row.channel].send(address, text)
             await self._record(row, _sent(provider_id))
             log.info("outbox_sent", extra={"outbox": row.id, "channel": row.channel})
         except TemporarySendError as exc:
@@ -281,7 +281,8 @@ def _failed(reason: str, opted_out: bool) -> _Result:
 
 def _settle(session: Session, outbox_id: int, now: datetime, **values: object) -> None:
     """_finish for a row not loaded: only a row still being sent is settled."""
-    session.connection().execute(
+    direct.execute(
+        session.connection(),
         _settle_statement(),
         {"row_id": outbox_id, "lease_until": None, "address_enc": None, "body_enc": None,
          "updated_at": now, **values},
@@ -294,7 +295,8 @@ def _settle_statement() -> Update:
     table = Outbox.__table__
     return update(table).where(
         table.c.id == bindparam("row_id"),
-        table.c.status.in_([OutboxStatus.PENDING.value, OutboxStatus.SENDING.value]),
+        # Two comparisons, not IN: bot.storage.direct runs no expanding IN lists.
+        or_(table.c.status == OutboxStatus.PENDING, table.c.status == OutboxStatus.SENDING),
     )
 
 

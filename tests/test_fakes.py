@@ -108,6 +108,20 @@ async def test_twilio_sdk_message_is_recorded(fake_twilio: FakeTwilio, twilio_cl
     assert [attempt.status for attempt in fake_twilio.attempts] == [201]
 
 
+async def test_twilio_body_with_form_special_characters_arrives_unchanged(
+    fake_twilio: FakeTwilio, twilio_client: Client
+):
+    # Our HTTP client encodes the SDK's form itself; these are the characters that encoding
+    # could get wrong.
+    body = "Sí & no = 50% + 1?\nEstamos aquí: ñ, é, 😀 #1"
+
+    await send_sms(twilio_client, body)
+
+    [sent] = await fake_twilio.wait_for_messages(1)
+    assert sent.body == body
+    assert sent.status_callback == CALLBACK_URL
+
+
 async def test_twilio_messaging_service_sender(fake_twilio: FakeTwilio, twilio_client: Client):
     message = await twilio_client.messages.create_async(
         to=CONTACT_NUMBER, messaging_service_sid=MESSAGING_SERVICE_SID, body="Hi"

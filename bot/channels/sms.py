@@ -52,6 +52,7 @@ class TwilioWebhooks:
         self._intake = intake
         self._writer = writer
         self._clock = clock
+        self._empty_twiml = str(MessagingResponse())  # the usual answer, built once
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(INBOUND_PATH, self.inbound), web.post(STATUS_PATH, self.status)]
@@ -82,12 +83,12 @@ class TwilioWebhooks:
             taken = await self._intake.take(msg)
         except SpoolFailed:
             taken = Taken.SPOOLED  # lost to us, but the contact still gets the safety text
+        text = self._intake.fallback_text(msg) if taken is Taken.SPOOLED else None
+        if not text:
+            # Normal replies go out through the outbox; the webhook answer stays empty.
+            return web.Response(text=self._empty_twiml, content_type=TWIML)
         twiml = MessagingResponse()
-        if taken is Taken.SPOOLED:
-            text = self._intake.fallback_text(msg)
-            if text:
-                twiml.message(text)
-        # Normal replies go out through the outbox; the webhook answer stays empty.
+        twiml.message(text)
         return web.Response(text=str(twiml), content_type=TWIML)
 
     async def status(self, request: web.Request) -> web.Response:
@@ -97,7 +98,7 @@ class TwilioWebhooks:
         error_code = form.get("ErrorCode") or None
         now = self._clock()
         await self._writer.run(lambda s: record_delivery(s, sid, status, error_code, now))
-        return web.Response(text=str(MessagingResponse()), content_type=TWIML)
+        return web.Response(text=self._empty_twiml, content_type=TWIML)
 
 
 def _required(form: MultiDictProxy[str], name: str) -> str:

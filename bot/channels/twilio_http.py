@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from aiohttp import TraceConfig
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -12,6 +12,7 @@ from twilio.http.response import Response
 
 # The same logger the parent class uses, so SDK request logs stay in one place.
 _TWILIO_LOGGER = logging.getLogger("twilio.async_http_client")
+FORM = "application/x-www-form-urlencoded"
 
 
 class RedirectingTwilioHttpClient(AsyncTwilioHttpClient):
@@ -39,6 +40,10 @@ class RedirectingTwilioHttpClient(AsyncTwilioHttpClient):
     * It wraps credentials in ``aiohttp.BasicAuth``, which aiohttp 3.14 deprecates (a
       DeprecationWarning on every request, removal in aiohttp 4). This class sends the same
       ``Authorization`` header itself instead.
+    * It hands its form to aiohttp as a dict, which aiohttp turns into the body through a
+      FormData and a multipart writer it then throws away: about a tenth of the service's
+      event-loop time under load. This class encodes the same bytes itself, as aiohttp would
+      (``urlencode(..., doseq=True)``, UTF-8, the same Content-Type).
     """
 
     def __init__(
@@ -85,11 +90,15 @@ class RedirectingTwilioHttpClient(AsyncTwilioHttpClient):
     ) -> Response:
         if auth is not None:
             headers = {**(headers or {}), "Authorization": basic_auth_header(*auth)}
+        body: dict[str, object] | bytes | None = data
+        if data is not None and (headers or {}).get("Content-Type", FORM) == FORM:
+            headers = {**(headers or {}), "Content-Type": FORM}
+            body = urlencode(data, doseq=True).encode()
         return await super().request(
             method,
             self.redirect(url),
             params=params,
-            data=data,
+            data=body,  # type: ignore[arg-type]
             headers=headers,
             auth=None,
             timeout=self.timeout if timeout is None else timeout,

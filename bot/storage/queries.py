@@ -11,6 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.domain import DuplicateMessage, OutboxStatus
+from bot.storage import direct
 from bot.storage.models import AuditEntry, Contact, Outbox, ProviderEvent
 
 
@@ -20,11 +21,12 @@ def record_provider_event(
     """Insert the provider's message id; a replay hits the unique constraint and inserts
     nothing (ON CONFLICT DO NOTHING: no savepoint, no check-then-insert race)."""
     conn = session.connection()
-    result = conn.execute(
+    inserted = direct.execute(
+        conn,
         _insert_event_once(conn.dialect.name),
         {"channel": channel, "provider_id": provider_id, "received_at": now},
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if inserted != 1:
         raise DuplicateMessage(f"{channel} {provider_id}")
 
 

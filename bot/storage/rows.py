@@ -27,6 +27,7 @@ from sqlalchemy import (
     update,
 )
 
+from bot.storage import direct
 from bot.storage.models import Contact, Conversation, Message, Outbox, Staff
 
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
@@ -58,7 +59,7 @@ class _Tracked:
 
     def save(self, conn: Connection) -> None:
         if self._changed:
-            conn.execute(_update_by_id(self.table), {"row_id": self.id, **self._changed})
+            direct.execute(conn, _update_by_id(self.table), {"row_id": self.id, **self._changed})
             self._changed.clear()
 
 
@@ -140,7 +141,7 @@ class Sender:
 def load_sender(conn: Connection, channel: str, address_hash: str) -> Sender:
     """Staff member, contact and latest conversation for an address, in one query: this
     runs for every inbound message."""
-    values = conn.execute(_sender_query(channel), {"address_hash": address_hash}).one()._mapping
+    values = direct.one(conn, _sender_query(channel), {"address_hash": address_hash})
     if values["id"] is None:
         return Sender(values["staff_id"], None, None)
     contact = ContactRow(**{c.name: values[c.name] for c in ContactRow.columns()})
@@ -153,5 +154,4 @@ def load_sender(conn: Connection, channel: str, address_hash: str) -> Sender:
 
 
 def insert_row(conn: Connection, table: Table, **values: Any) -> int:
-    result = conn.execute(_insert(table), values)
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
+    return direct.insert(conn, _insert(table), values)

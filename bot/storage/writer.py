@@ -102,7 +102,8 @@ class Writer:
         self._queue.put_nowait(_Job(unit, future, notify))
         # shield: a caller that gives up must not cancel the batch for everyone else.
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(future)
         except TimeoutError:
             # Withdraw the unit if its batch has not reached it yet: the caller has moved
             # on (to the spool) and must not see its work done twice.

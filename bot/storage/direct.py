@@ -1,0 +1,121 @@
+"""Run the hot path's Core statements straight on SQLite's DBAPI cursor.
+
+Every inbound message runs about ten statements. Through Connection.execute each one cost
+about 26 us on this machine, of which SQLite's own work was about 6 us; the rest is
+SQLAlchemy's execution context, events and result objects (see bench/inbound.py and the
+README's performance notes). Here a statement is compiled once per set of parameter names
+with the dialect's own compiler, and its values pass through the dialect's own bind and
+result processors, so what is written and read back is exactly what the ORM would see.
+
+Only on SQLite, where the statement is the whole cost. On other databases these functions
+call Connection.execute: a network round trip dwarfs the difference there, and that path
+is SQLAlchemy's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Executable, Insert, Select, Update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+Processor = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]  # bind names, in the order of the ? placeholders
+    fixed: Mapping[str, Any]  # values the statement itself carries (e.g. status = 'sent')
+    binds: tuple[Processor, ...]
+    results: tuple[tuple[str, Processor], ...]  # for a SELECT: column name and processor
+
+    def parameters(self, values: Mapping[str, Any]) -> list[Any]:
+        out = []
+        for name, process in zip(self.names, self.binds, strict=True):
+            value = values[name] if name in values else self.fixed[name]
+            out.append(value if process is None or value is None else process(value))
+        return out
+
+    def row(self, raw: tuple[Any, ...]) -> dict[str, Any]:
+        return {
+            name: value if process is None or value is None else process(value)
+            for (name, process), value in zip(self.results, raw, strict=True)
+        }
+
+
+_COMPILED: dict[tuple[int, tuple[str, ...]], tuple[Executable, _Compiled]] = {}
+
+
+def _compiled(statement: Executable, names: tuple[str, ...], dialect: Dialect) -> _Compiled:
+    # Keyed by identity: hot statements are built once and live for the process, and the
+    # statement is kept in the value so its id is never reused by another object.
+    key = (id(statement), names)
+    found = _COMPILED.get(key)
+    if found is not None:
+        return found[1]
+    compiled = statement.compile(dialect=dialect, column_keys=list(names))
+    assert isinstance(compiled, SQLCompiler)
+    if compiled.positiontup is None or compiled.post_compile_params:
+        raise TypeError("only positional statements without IN lists can run directly")
+    binds = compiled.binds
+    results: tuple[tuple[str, Processor], ...] = ()
+    if isinstance(statement, Select):
+        results = tuple(
+            (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
+            for column in statement.selected_columns
+        )
+    entry = _Compiled(
+        sql=compiled.string,
+        names=tuple(compiled.positiontup),
+        fixed={name: bind.value for name, bind in binds.items() if name not in names},
+        binds=tuple(
+            binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in compiled.positiontup
+        ),
+        results=results,
+    )
+    _COMPILED[key] = (statement, entry)
+    return entry
+
+
+def _direct(conn: Connection) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
+def _cursor(conn: Connection, statement: Executable, values: Mapping[str, Any]) -> Any:
+    compiled = _compiled(statement, tuple(values), conn.dialect)
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    return compiled, dbapi.execute(compiled.sql, compiled.parameters(values))
+
+
+def insert(conn: Connection, statement: Insert, values: Mapping[str, Any]) -> int:
+    """Insert one row; return its integer primary key."""
+    if not _direct(conn):
+        result = conn.execute(statement, dict(values))
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+    _, cursor = _cursor(conn, statement, values)
+    return int(cursor.lastrowid)
+
+
+def execute(conn: Connection, statement: Insert | Update, values: Mapping[str, Any]) -> int:
+    """Run one INSERT or UPDATE; return how many rows it touched."""
+    if not _direct(conn):
+        return int(conn.execute(statement, dict(values)).rowcount)  # type: ignore[attr-defined]
+    _, cursor = _cursor(conn, statement, values)
+    return int(cursor.rowcount)
+
+
+def one(conn: Connection, statement: Select[Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The one row a SELECT returns, by column name."""
+    if not _direct(conn):
+        return dict(conn.execute(statement, dict(values)).one()._mapping)
+    compiled, cursor = _cursor(conn, statement, values)
+    rows = cursor.fetchall()
+    if len(rows) != 1:
+        raise LookupError(f"expected one row, got {len(rows)}")
+    return compiled.row(rows[0])

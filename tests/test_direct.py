@@ -1,0 +1,118 @@
+"""bot.storage.direct: the hot path's statements run on SQLite's cursor must write and read
+exactly what SQLAlchemy itself would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.orm import Session
+
+from bot.domain import OutboxStatus
+from bot.storage import direct
+from bot.storage.database import make_sync_engine
+from bot.storage.models import Base, Contact, Outbox
+from bot.storage.rows import CONTACTS, OUTBOX
+
+NOW = datetime(2026, 11, 30, 16, 0, 12, 345678, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_sync_engine(f"sqlite+aiosqlite:///{tmp_path / 'direct.db'}")
+    Base.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def contact_values(address_hash: str, **extra: object) -> dict[str, object]:
+    return {
+        "channel": "sms",
+        "address_hash": address_hash,
+        "address_enc": "k1:ciphertext",
+        "language": "es",
+        "opted_out": True,
+        "opted_out_at": NOW,
+        "created_at": NOW,
+        **extra,
+    }
+
+
+def stored_contact(engine: Engine, row_id: int) -> dict[str, object]:
+    """A contact's raw stored values, below SQLAlchemy's type processing, without the two
+    that differ on purpose (id and address_hash)."""
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.execute("SELECT * FROM contacts WHERE id = ?", (row_id,))
+        names = [column[0] for column in cursor.description]
+        row = dict(zip(names, cursor.fetchone(), strict=True))
+    del row["id"], row["address_hash"]
+    return row
+
+
+def test_direct_insert_stores_the_same_values_as_sqlalchemy(engine: Engine):
+    statement = insert(CONTACTS)
+    with Session(engine) as session, session.begin():
+        conn = session.connection()
+        by_sqlalchemy = conn.execute(statement, contact_values("a")).inserted_primary_key[0]
+        by_direct = direct.insert(conn, statement, contact_values("b"))
+
+    assert by_direct == by_sqlalchemy + 1
+    assert stored_contact(engine, by_direct) == stored_contact(engine, by_sqlalchemy)
+    with Session(engine) as session:
+        contact = session.get(Contact, by_direct)
+        assert contact is not None
+        assert (contact.address_hash, contact.opted_out, contact.opted_out_at) == ("b", True, NOW)
+        assert contact.opted_out_at.tzinfo is UTC
+
+
+def test_direct_one_reads_typed_values(engine: Engine):
+    statement = (
+        select(CONTACTS.c.id, CONTACTS.c.opted_out, CONTACTS.c.opted_out_at.label("when"))
+        .where(CONTACTS.c.address_hash == bindparam("address_hash"))
+    )
+    with Session(engine) as session, session.begin():
+        conn = session.connection()
+        contact_id = direct.insert(conn, insert(CONTACTS), contact_values("a"))
+        row = direct.one(conn, statement, {"address_hash": "a"})
+
+        assert row == {"id": contact_id, "opted_out": True, "when": NOW}
+        assert type(row["opted_out"]) is bool
+        with pytest.raises(LookupError, match="expected one row, got 0"):
+            direct.one(conn, statement, {"address_hash": "nobody"})
+
+
+def test_direct_update_counts_rows_and_keeps_the_statements_own_values(engine: Engine):
+    # The statement's own comparison values (pending) come from the statement, the rest
+    # from the parameters.
+    statement = update(OUTBOX).where(
+        OUTBOX.c.id == bindparam("row_id"), OUTBOX.c.status == OutboxStatus.PENDING
+    )
+    outbox = {
+        "channel": "sms", "kind": "reply", "status": OutboxStatus.PENDING, "attempts": 0,
+        "address_enc": "k1:a", "body_enc": "k1:b", "next_attempt_at": NOW, "created_at": NOW,
+        "updated_at": NOW,
+    }
+    with Session(engine) as session, session.begin():
+        conn = session.connection()
+        pending = direct.insert(conn, insert(OUTBOX), outbox)
+        sent = direct.insert(conn, insert(OUTBOX), {**outbox, "status": OutboxStatus.SENT})
+        values = {"status": OutboxStatus.CANCELLED, "body_enc": None, "updated_at": NOW}
+
+        assert direct.execute(conn, statement, {"row_id": pending, **values}) == 1
+        assert direct.execute(conn, statement, {"row_id": sent, **values}) == 0
+
+    with Session(engine) as session:
+        rows = {row.id: row for row in session.scalars(select(Outbox))}
+        assert (rows[pending].status, rows[pending].body_enc) == ("cancelled", None)
+        assert (rows[sent].status, rows[sent].body_enc) == ("sent", "k1:b")
+
+
+def test_direct_refuses_statements_with_in_lists(engine: Engine):
+    statement = update(OUTBOX).where(OUTBOX.c.status.in_(["pending", "sending"]))
+    with Session(engine) as session, session.begin(), pytest.raises(TypeError, match="IN lists"):
+        direct.execute(session.connection(), statement, {"attempts": 1})
