@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.orm import Session
 
 from bot.domain import OutboxStatus
@@ -82,7 +83,7 @@ def test_direct_one_reads_typed_values(engine: Engine):
 
         assert row == {"id": contact_id, "opted_out": True, "when": NOW}
         assert type(row["opted_out"]) is bool
-        with pytest.raises(LookupError, match="expected one row, got 0"):
+        with pytest.raises(NoResultFound):
             direct.one(conn, statement, {"address_hash": "nobody"})
 
 
@@ -110,6 +111,15 @@ def test_direct_update_counts_rows_and_keeps_the_statements_own_values(engine: E
         rows = {row.id: row for row in session.scalars(select(Outbox))}
         assert (rows[pending].status, rows[pending].body_enc) == ("cancelled", None)
         assert (rows[sent].status, rows[sent].body_enc) == ("sent", "k1:b")
+
+
+def test_direct_raises_database_errors_as_sqlalchemy_does(engine: Engine):
+    # Intake tells "database down" from "bad message" by SQLAlchemy's exception classes.
+    with Session(engine) as session, session.begin():
+        conn = session.connection()
+        direct.insert(conn, insert(CONTACTS), contact_values("a"))
+        with pytest.raises(IntegrityError, match="UNIQUE constraint failed"):
+            direct.insert(conn, insert(CONTACTS), contact_values("a"))
 
 
 def test_direct_refuses_statements_with_in_lists(engine: Engine):

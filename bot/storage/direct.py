@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Executable, Insert, Select, Update
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any] | None
@@ -86,11 +87,23 @@ def _direct(conn: Connection) -> bool:
     return conn.dialect.name == "sqlite"
 
 
-def _cursor(conn: Connection, statement: Executable, values: Mapping[str, Any]) -> Any:
+def _cursor(
+    conn: Connection, statement: Executable, values: Mapping[str, Any], fetch: bool = False
+) -> tuple[_Compiled, Any, list[Any]]:
+    """Run the statement; with `fetch`, also read all its rows."""
     compiled = _compiled(statement, tuple(values), conn.dialect)
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
-    return compiled, dbapi.execute(compiled.sql, compiled.parameters(values))
+    parameters = compiled.parameters(values)
+    try:
+        cursor = dbapi.execute(compiled.sql, parameters)
+        return compiled, cursor, cursor.fetchall() if fetch else []
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # Raised as SQLAlchemy would (OperationalError, IntegrityError, ...), because callers
+        # tell "the database is down" from "this message is bad" by those classes.
+        raise DBAPIError.instance(
+            compiled.sql, parameters, exc, conn.dialect.loaded_dbapi.Error
+        ) from exc
 
 
 def insert(conn: Connection, statement: Insert, values: Mapping[str, Any]) -> int:
@@ -98,7 +111,7 @@ def insert(conn: Connection, statement: Insert, values: Mapping[str, Any]) -> in
     if not _direct(conn):
         result = conn.execute(statement, dict(values))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
-    _, cursor = _cursor(conn, statement, values)
+    _, cursor, _ = _cursor(conn, statement, values)
     return int(cursor.lastrowid)
 
 
@@ -106,7 +119,7 @@ def execute(conn: Connection, statement: Insert | Update, values: Mapping[str, A
     """Run one INSERT or UPDATE; return how many rows it touched."""
     if not _direct(conn):
         return int(conn.execute(statement, dict(values)).rowcount)  # type: ignore[attr-defined]
-    _, cursor = _cursor(conn, statement, values)
+    _, cursor, _ = _cursor(conn, statement, values)
     return int(cursor.rowcount)
 
 
@@ -114,8 +127,9 @@ def one(conn: Connection, statement: Select[Any], values: Mapping[str, Any]) -> 
     """The one row a SELECT returns, by column name."""
     if not _direct(conn):
         return dict(conn.execute(statement, dict(values)).one()._mapping)
-    compiled, cursor = _cursor(conn, statement, values)
-    rows = cursor.fetchall()
-    if len(rows) != 1:
-        raise LookupError(f"expected one row, got {len(rows)}")
+    compiled, _, rows = _cursor(conn, statement, values, fetch=True)
+    if not rows:
+        raise NoResultFound("no row was found when one was required")
+    if len(rows) > 1:
+        raise MultipleResultsFound("multiple rows were found when one was required")
     return compiled.row(rows[0])
