@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Executable, Insert, Select, Update
@@ -48,16 +49,11 @@ class _Compiled:
         }
 
 
-_COMPILED: dict[tuple[int, tuple[str, ...]], tuple[Executable, _Compiled]] = {}
-
-
+# Bounded, so a caller that builds a statement per call wastes time but cannot leak memory.
+# Statements hash by identity, and a cached key holds its statement, so an id is never
+# reused while its entry lives.
+@lru_cache(maxsize=256)
 def _compiled(statement: Executable, names: tuple[str, ...], dialect: Dialect) -> _Compiled:
-    # Keyed by identity: hot statements are built once and live for the process, and the
-    # statement is kept in the value so its id is never reused by another object.
-    key = (id(statement), names)
-    found = _COMPILED.get(key)
-    if found is not None:
-        return found[1]
     compiled = statement.compile(dialect=dialect, column_keys=list(names))
     assert isinstance(compiled, SQLCompiler)
     if compiled.positiontup is None or compiled.post_compile_params:
@@ -69,7 +65,7 @@ def _compiled(statement: Executable, names: tuple[str, ...], dialect: Dialect) -
             (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
             for column in statement.selected_columns
         )
-    entry = _Compiled(
+    return _Compiled(
         sql=compiled.string,
         names=tuple(compiled.positiontup),
         fixed={name: bind.value for name, bind in binds.items() if name not in names},
@@ -79,8 +75,6 @@ def _compiled(statement: Executable, names: tuple[str, ...], dialect: Dialect) -
         ),
         results=results,
     )
-    _COMPILED[key] = (statement, entry)
-    return entry
 
 
 def _direct(conn: Connection) -> bool:
