@@ -31,7 +31,7 @@ Processor = Callable[[Any], Any] | None
 class _Compiled:
     sql: str
     names: tuple[str, ...]  # bind names, in the order of the ? placeholders
-    fixed: Mapping[str, Any]  # values the statement itself carries (e.g. status = 'sent')
+    fixed: Mapping[str, Any]  # values the statement itself carries (status = 'pending')
     binds: tuple[Processor, ...]
     results: tuple[tuple[str, Processor], ...]  # for a SELECT: column name and processor
 

@@ -1,4 +1,4 @@
-"""The inbound hot path's storage, in SQLAlchemy Core.
+"""The inbound hot path's storage: SQLAlchemy Core statements, run by bot.storage.direct.
 
 Every contact message runs through here, inside the group-commit writer, and the ORM's unit
 of work cost about 2.8 ms per first contact where these statements cost a fraction of that
