@@ -31,13 +31,13 @@ from bot.domain import (
     EscalationStatus,
     InboundMessage,
     OutboxKind,
-    OutboxStatus,
     StaffRole,
 )
 from bot.gsm import septets, to_gsm7
 from bot.rota import Rota
 from bot.storage.models import Escalation, Message, OncallOverride, Outbox, Staff
 from bot.storage.queries import audit
+from bot.storage.rows import pending_outbox_values
 
 log = logging.getLogger(__name__)
 LEVELS = 3
@@ -275,12 +275,8 @@ def _staff_row(channel: str, address_enc: str, body_enc: str, staff_id: int,
         escalation_id=escalation_id,
         address_enc=address_enc,
         body_enc=body_enc,
-        status=OutboxStatus.PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
         failover_of=failover_of,
+        **pending_outbox_values(now),
     )
 
 

@@ -26,7 +26,6 @@ from bot.domain import (
     IntakeState,
     Language,
     OutboxKind,
-    OutboxStatus,
 )
 from bot.hours import BusinessHours, describe_opening
 from bot.storage.models import Contact, Conversation, Escalation, Message, Outbox, Staff
@@ -40,6 +39,7 @@ from bot.storage.rows import (
     ConversationRow,
     insert_row,
     load_sender,
+    pending_outbox_values,
 )
 from handlers.escalation import (
     EscalationDeps,
@@ -475,11 +475,7 @@ class _Turn:
             message_id=message_id,
             address_enc=address_enc,
             body_enc=body_enc,
-            status=OutboxStatus.PENDING,
-            attempts=0,
-            next_attempt_at=self.now,
-            created_at=self.now,
-            updated_at=self.now,
+            **pending_outbox_values(self.now),
         )
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
     update,
 )
 
+from bot.domain import OutboxStatus
 from bot.storage import direct
 from bot.storage.models import Contact, Conversation, Message, Outbox, Staff
 
@@ -151,6 +152,17 @@ def load_sender(conn: Connection, channel: str, address_hash: str) -> Sender:
         **{c.name: values[f"v_{c.name}"] for c in ConversationRow.columns()}
     )
     return Sender(values["staff_id"], contact, conversation)
+
+
+def pending_outbox_values(now: datetime) -> dict[str, Any]:
+    """The bookkeeping columns of an outbox row not tried yet, for every path that queues one."""
+    return {
+        "status": OutboxStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def insert_row(conn: Connection, table: Table, **values: Any) -> int:
