@@ -93,6 +93,11 @@ class OutboxWorker:
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def busy(self) -> bool:
+        """A send is in flight (claimed, not yet recorded)."""
+        return bool(self._sends)
+
     def wake(self) -> None:
         self._wake.set()
 

@@ -3,6 +3,7 @@ a controllable clock, and the real app under aiohttp's test client."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tomllib
 from collections.abc import AsyncIterator, Callable
@@ -13,12 +14,14 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.app import SERVICES, Services, create_app
 from bot.config import Settings, parse_settings
 from bot.crypto import generate_key
+from bot.domain import OutboxStatus
+from bot.storage.models import Outbox
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fixtures import (
@@ -222,6 +225,26 @@ class Service:
 
     def decrypt(self, token: str | None) -> str | None:
         return None if token is None else self.services.cipher.decrypt(token)
+
+    async def outbox_idle(self, seconds: float = 5.0) -> None:
+        """Wait until the outbox has nothing due and nothing in flight: after this, whatever
+        was going to be sent by now has been, so a test can assert that nothing more was.
+        (A retry not due yet on the test's clock stays pending, and is not waited for.)"""
+
+        async def due(session: AsyncSession) -> int:
+            now = self.clock()
+            return await session.scalar(
+                select(func.count()).select_from(Outbox).where(
+                    (Outbox.status == OutboxStatus.SENDING)
+                    | ((Outbox.status == OutboxStatus.PENDING) & (Outbox.next_attempt_at <= now))
+                )
+            )
+
+        async with asyncio.timeout(seconds):
+            while True:
+                if not self.services.worker.busy and not await self.query(due):
+                    return
+                await asyncio.sleep(0.01)
 
 
 StartService = Callable[..., Any]

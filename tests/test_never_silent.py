@@ -131,3 +131,23 @@ async def test_unreadable_spool_file_is_held_and_does_not_block_the_rest(
     assert [p.name for p in held.glob("*.msg")] == [first.name]
     [inbound] = await svc.all(Message)
     assert svc.decrypt(inbound.body_enc) == "second"
+
+
+async def test_spooled_first_contact_is_not_also_answered_by_a_late_commit(
+    start_service, fake_twilio, db_path
+):
+    # The write timeout (0.3 s) is far below SQLite's busy timeout (5 s): the batch holding
+    # this message is still waiting for the lock when the webhook gives up and spools it.
+    svc = await start_service(fake_twilio, **FAST_FALLBACK)
+    # The writer has its connection open, and nothing waits in it.
+    await svc.services.writer.run(lambda session: None, notify=False)
+    with database_down(db_path):
+        status, twiml = await svc.sms("Hello")
+        assert status == 200 and f"<Message>{SAFETY}</Message>" in twiml
+    # The lock is free: the waiting batch now commits, without the withdrawn unit.
+    await svc.services.writer.run(lambda session: None)
+    assert await rows(svc, ProviderEvent) == 0
+    assert await svc.services.intake.drain_spool() == 1
+    assert await rows(svc, Message) == 1
+    await svc.outbox_idle()
+    assert fake_twilio.sent == []  # the safety text in the TwiML was the one reply

@@ -6,6 +6,12 @@ keeps the durability promise (a caller's await returns only after its unit is co
 at about ten times the throughput of a transaction per request (see DESIGN.md).
 A unit that raises is rolled back to its savepoint alone; the rest of the batch commits.
 
+A caller that gives up (its timeout ran out, and it spools the message instead) withdraws its
+unit. A withdrawn unit never commits: the batch checks for withdrawals just before COMMIT,
+under a lock, and seals every other unit; a unit withdrawn after it ran makes the batch roll
+back and run again without it. Once sealed, a unit can no longer be withdrawn, and its caller
+waits for the commit's outcome instead. So "spooled" and "committed" never both happen.
+
 Units are plain synchronous functions of a Session. On SQLite a batch runs on one thread
 of its own with the sync pysqlite driver: a statement then costs tens of microseconds, where
 the async driver pays a thread hand-off per statement (measured: 35 us against 250 us). On
@@ -15,7 +21,9 @@ other databases the same units run through AsyncSession.run_sync on the async dr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,9 +49,34 @@ class _Job:
     unit: Unit[Any]
     future: asyncio.Future[Any]
     notify: bool
-    skip: bool = False
+    withdrawn: bool = False  # the caller gave up before the batch was sealed
+    sealed: bool = False  # the batch is committing with this unit in it
+    ran: bool = False  # the unit ran in the current attempt at the batch
     result: Any = None
     error: BaseException | None = field(default=None)
+
+
+class _Seal:
+    """Decides, under one lock, between a caller withdrawing its unit and a batch committing
+    it. The caller runs on the event loop, the batch on the writer thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def withdraw(self, job: _Job) -> bool:
+        with self._lock:
+            if not job.sealed:
+                job.withdrawn = True
+            return job.withdrawn
+
+    def seal(self, batch: list[_Job]) -> bool:
+        """Seal the batch for commit; False if a unit that ran was withdrawn meanwhile."""
+        with self._lock:
+            if any(job.withdrawn and job.ran for job in batch):
+                return False
+            for job in batch:
+                job.sealed = not job.withdrawn
+            return True
 
 
 class Writer:
@@ -62,6 +95,7 @@ class Writer:
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._seal = _Seal()
 
     def start(self) -> None:
         if self._sync_engine is not None:
@@ -99,80 +133,110 @@ class Writer:
         # A caller that timed out no longer reads its future; read it here so a late
         # failure is not reported as "never retrieved".
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._queue.put_nowait(_Job(unit, future, notify))
+        job = _Job(unit, future, notify)
+        self._queue.put_nowait(job)
         # shield: a caller that gives up must not cancel the batch for everyone else.
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(future)
         except TimeoutError:
-            # Withdraw the unit if its batch has not reached it yet: the caller has moved
-            # on (to the spool) and must not see its work done twice.
-            future.cancel()
-            raise
+            # The caller moves on (to the spool) and must not see its work done as well.
+            if self._seal.withdraw(job):
+                raise
+        # Too late to withdraw: the unit's batch is committing. Its outcome is the answer.
+        return await future
 
     async def _loop(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            for job in batch:
-                job.skip = job.future.cancelled()
+            commit = asyncio.ensure_future(self._commit(batch))
             try:
-                await self._commit(batch)
+                # A failed batch is read from `commit` in _settle.
+                await asyncio.wait([commit])
             except asyncio.CancelledError:
-                _fail(batch, WriterStopped("database writer stopped"))
+                # Stopping: a batch under way still commits or fails, and its callers must
+                # learn which, or one of them could spool what was also committed.
+                try:
+                    with contextlib.suppress(Exception):
+                        await commit
+                finally:
+                    self._settle(batch, commit)
                 raise
-            except Exception as exc:
-                log.warning("db_batch_failed",
-                            extra={"error": type(exc).__name__, "size": len(batch)})
-                _fail(batch, exc)
+            self._settle(batch, commit)
+
+    def _settle(self, batch: list[_Job], commit: asyncio.Future[None]) -> None:
+        failure = commit.exception() if commit.done() else WriterStopped("writer stopped")
+        if failure is not None:
+            log.warning("db_batch_failed",
+                        extra={"error": type(failure).__name__, "size": len(batch)})
+            _fail(batch, failure)
+            return
+        for job in batch:
+            if job.future.done() or not job.sealed:
                 continue
-            for job in batch:
-                if job.future.done():
-                    continue
-                if job.error is not None:
-                    job.future.set_exception(job.error)
-                else:
-                    job.future.set_result(job.result)
-            if any(job.notify and job.error is None and not job.skip for job in batch):
-                self.on_commit()
+            if job.error is not None:
+                job.future.set_exception(job.error)
+            else:
+                job.future.set_result(job.result)
+        if any(job.notify and job.sealed and job.error is None for job in batch):
+            self.on_commit()
 
     async def _commit(self, batch: list[_Job]) -> None:
         if self._sync_engine is not None and self._thread is not None:
             engine = self._sync_engine
             await asyncio.get_running_loop().run_in_executor(
-                self._thread, _commit_sync, engine, batch
+                self._thread, _commit_sync, engine, batch, self._seal
             )
             return
-        async with AsyncSession(self._engine, expire_on_commit=False) as session, session.begin():
-            await session.run_sync(_run_units, batch)
+        while True:
+            try:
+                async with AsyncSession(self._engine, expire_on_commit=False) as session, \
+                        session.begin():
+                    await session.run_sync(_run_units, batch)
+                    if not self._seal.seal(batch):
+                        raise _Withdrawn
+                return
+            except _Withdrawn:
+                continue
 
 
 class _UnitFailed(Exception):
     """A unit raised in a batch run without savepoints: run the batch again with them."""
 
 
-def _commit_sync(engine: Engine, batch: list[_Job]) -> None:
+class _Withdrawn(Exception):
+    """A unit that ran was withdrawn before the batch was sealed: run it again without."""
+
+
+def _commit_sync(engine: Engine, batch: list[_Job], seal: _Seal) -> None:
     # Almost every batch succeeds whole, so it first runs without a savepoint per unit
     # (they cost about as much as a unit's own statements). If any unit raises, the batch
     # is rolled back and run again with savepoints, so that unit fails alone.
-    for isolate in (False, True):
+    isolate = False
+    while True:
         try:
             with Session(engine, expire_on_commit=False) as session, session.begin():
                 # Take the write lock before running any unit (BEGIN IMMEDIATE), so a busy
                 # database makes the whole batch wait rather than fail half-way.
                 session.connection()
                 _run_units(session, batch, isolate)
+                if not seal.seal(batch):
+                    raise _Withdrawn
             return
         except _UnitFailed:
+            isolate = True
+        except _Withdrawn:
             continue
 
 
 def _run_units(session: Session, batch: list[_Job], isolate: bool = True) -> None:
     for job in batch:
-        job.result, job.error = None, None
-        if job.skip:
+        job.result, job.error, job.ran = None, None, False
+        if job.withdrawn:
             continue
+        job.ran = True
         if not isolate:
             try:
                 job.result = job.unit(session)
