@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -21,11 +23,12 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from bot.channels.twilio_http import RedirectingTwilioHttpClient
+from bot.channels.twilio_http import RedirectingTwilioHttpClient, basic_auth_header
+from tests.conftest import Clock
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.twilio_api import FakeTwilio, sms_segments
 from tests.fixtures import (
@@ -262,6 +265,242 @@ async def test_redirect_keeps_path_and_query():
     finally:
         await http_client.close()
         await real.close()
+
+
+# --- Twilio: Retry-After, the Messages list, lost answers -----------------------------------
+
+MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+OTHER_CONTACT = "+13145550124"
+OTHER_NUMBER = "+13145550101"
+
+
+@asynccontextmanager
+async def sdk_on(fake: FakeTwilio) -> AsyncIterator[Client]:
+    """Start ``fake`` (one built with options) and give an SDK client pointed at it."""
+    await fake.start()
+    http_client = RedirectingTwilioHttpClient(fake.base_url, timeout=5)
+    try:
+        yield Client(ACCOUNT_SID, AUTH_TOKEN, http_client=http_client)
+    finally:
+        await http_client.close()
+        await fake.close()
+
+
+async def test_twilio_429_carries_retry_after(
+    fake_twilio: FakeTwilio, twilio_client: Client, twilio_http: RedirectingTwilioHttpClient
+):
+    fake_twilio.fail_next(429, retry_after=7, times=2)
+    fake_twilio.fail_next(429)
+
+    with pytest.raises(TwilioRestException) as caught:
+        await send_sms(twilio_client)
+    assert (caught.value.status, caught.value.code) == (429, 20429)
+    # The exception carries no headers; the SDK's HTTP client sees them on its Response.
+    form = {"To": CONTACT_NUMBER, "From": OUR_NUMBER, "Body": "Hi"}
+    auth = (ACCOUNT_SID, AUTH_TOKEN)
+    url = f"https://api.twilio.com{MESSAGES_PATH}"
+    asked = await twilio_http.request("POST", url, data=form, auth=auth)
+    assert asked.status_code == 429
+    assert asked.headers["Retry-After"] == "7"
+    assert json.loads(asked.text) == {
+        "code": 20429,
+        "message": "Too Many Requests",
+        "more_info": "https://www.twilio.com/docs/errors/20429",
+        "status": 429,
+    }
+    plain = await twilio_http.request("POST", url, data=form, auth=auth)
+    assert plain.status_code == 429 and "Retry-After" not in plain.headers
+    assert fake_twilio.sent == []
+
+
+async def test_twilio_list_pages_newest_first_through_the_sdk(
+    fake_twilio: FakeTwilio, twilio_client: Client
+):
+    for n in range(5):
+        await send_sms(twilio_client, f"reply {n}")
+
+    listed = await twilio_client.messages.list_async(to=CONTACT_NUMBER, page_size=2)
+
+    assert [m.body for m in listed] == [f"reply {n}" for n in (4, 3, 2, 1, 0)]
+    assert [m.sid for m in listed] == [s.sid for s in reversed(fake_twilio.sent)]
+    assert {(m.status, m.to, m.from_) for m in listed} == {("sent", CONTACT_NUMBER, OUR_NUMBER)}
+    lists = [a for a in fake_twilio.attempts if a.method == "GET"]
+    assert [(a.status, a.fields.get("Page"), a.fields["PageSize"]) for a in lists] == [
+        (200, None, "2"),
+        (200, "1", "2"),
+        (200, "2", "2"),
+    ]
+    assert lists[1].fields["PageToken"] == "PA" + listed[1].sid
+    assert lists[1].fields["To"] == CONTACT_NUMBER  # the filter rides along to every page
+    newest = await twilio_client.messages.list_async(limit=3)
+    assert [m.body for m in newest] == ["reply 4", "reply 3", "reply 2"]
+
+
+async def test_twilio_list_page_json_is_twilios(fake_twilio: FakeTwilio, twilio_client: Client):
+    for n in range(3):
+        await send_sms(twilio_client, f"reply {n}")
+    newest_first = [s.sid for s in reversed(fake_twilio.sent)]
+    auth = {"Authorization": basic_auth_header(ACCOUNT_SID, AUTH_TOKEN)}
+    query = {"To": CONTACT_NUMBER, "DateSent>": "2020-01-01", "PageSize": "2"}
+
+    async with aiohttp.ClientSession(fake_twilio.base_url, headers=auth) as session:
+
+        async def get(uri: str, **params: str) -> dict:
+            async with session.get(uri, params=params or None) as response:
+                assert response.status == 200
+                return await response.json()
+
+        first = await get(MESSAGES_PATH, **query)
+        # A message sent while the caller pages shifts nothing: the token names the last
+        # record read, not a count.
+        await send_sms(twilio_client, "sent while paging")
+        second = await get(first["next_page_uri"])
+        back = await get(second["previous_page_uri"])
+        async with session.get(MESSAGES_PATH, params={"PageSize": "0"}) as response:
+            assert response.status == 400
+            assert (await response.json())["code"] == 20001
+
+    filters = f"{MESSAGES_PATH}?To=%2B13145550123&DateSent%3E=2020-01-01&PageSize=2"
+    assert {k: v for k, v in first.items() if k != "messages"} == {
+        "start": 0,
+        "end": 1,
+        "page": 0,
+        "page_size": 2,
+        "uri": f"{filters}&Page=0",
+        "first_page_uri": f"{filters}&Page=0",
+        "next_page_uri": f"{filters}&Page=1&PageToken=PA{newest_first[1]}",
+        "previous_page_uri": None,
+    }
+    assert [m["sid"] for m in first["messages"]] == newest_first[:2]
+    assert (second["start"], second["end"], second["page"]) == (2, 2, 1)
+    assert [m["sid"] for m in second["messages"]] == newest_first[2:]
+    assert second["next_page_uri"] is None
+    assert second["previous_page_uri"] == f"{filters}&Page=0&PageToken=PB{newest_first[2]}"
+    assert [m["sid"] for m in back["messages"]] == newest_first[:2]
+    # Each record is the Message JSON the create call returns, as it stands now.
+    record = second["messages"][0]
+    assert record["body"] == "reply 0" and record["uri"].endswith(f"/{newest_first[2]}.json")
+    assert (record["status"], record["direction"], record["num_segments"]) == (
+        "sent",
+        "outbound-api",
+        "1",
+    )
+    assert record["date_sent"] is not None
+
+
+async def test_twilio_list_filters_by_to_and_from(fake_twilio: FakeTwilio, twilio_client: Client):
+    create = twilio_client.messages.create_async
+    await create(to=CONTACT_NUMBER, from_=OUR_NUMBER, body="a")
+    await create(to=OTHER_CONTACT, from_=OUR_NUMBER, body="b")
+    await create(to=CONTACT_NUMBER, from_=OTHER_NUMBER, body="c")
+    await create(to=CONTACT_NUMBER, messaging_service_sid=MESSAGING_SERVICE_SID, body="d")
+
+    async def bodies(**filters: str) -> list[str]:
+        return [m.body for m in await twilio_client.messages.list_async(**filters)]
+
+    assert await bodies(to=CONTACT_NUMBER) == ["d", "c", "a"]
+    assert await bodies(to=OTHER_CONTACT) == ["b"]
+    assert await bodies(from_=OUR_NUMBER) == ["b", "a"]
+    assert await bodies(to=CONTACT_NUMBER, from_=OTHER_NUMBER) == ["c"]
+    assert await bodies(to="+13145550199") == []
+    assert await bodies() == ["d", "c", "b", "a"]
+
+
+async def test_twilio_list_date_sent_filters_compare_days_on_the_fakes_clock():
+    clock = Clock(datetime(2026, 11, 28, 23, 30, tzinfo=UTC))
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, clock=clock)
+    async with sdk_on(fake) as client:
+        saturday = await send_sms(client, "saturday")
+        clock.advance(days=2)
+        await send_sms(client, "monday")
+
+        async def bodies(**filters: object) -> list[str]:
+            listed = await client.messages.list_async(to=CONTACT_NUMBER, **filters)
+            return [m.body for m in listed]
+
+        assert saturday.date_created == datetime(2026, 11, 28, 23, 30, tzinfo=UTC)
+        assert [m.date_sent for m in await client.messages.list_async()] == [
+            datetime(2026, 11, 30, 23, 30, tzinfo=UTC),
+            datetime(2026, 11, 28, 23, 30, tzinfo=UTC),
+        ]
+        assert await bodies(date_sent_after=datetime(2026, 11, 29, tzinfo=UTC)) == ["monday"]
+        assert await bodies(date_sent_before=datetime(2026, 11, 29, tzinfo=UTC)) == ["saturday"]
+        assert await bodies(date_sent="2026-11-28") == ["saturday"]
+        # Both ends are inclusive, and only the day counts: 23:59 on Monday still finds
+        # the message sent at 23:30 that day.
+        monday_late = datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC)
+        assert await bodies(date_sent_after=monday_late) == ["monday"]
+        assert await bodies(date_sent_after="2026-11-28", date_sent_before="2026-11-30") == [
+            "monday",
+            "saturday",
+        ]
+        assert await bodies(date_sent_after="2026-12-01") == []
+        with pytest.raises(TwilioException, match="Unable to fetch page"):  # any non-200 page
+            await bodies(date_sent_after="last week")
+        assert (fake.attempts[-1].status, fake.attempts[-1].error_code) == (400, 20001)
+
+
+async def test_twilio_queued_message_is_listed_but_not_matched_by_date_sent():
+    clock = Clock(datetime(2026, 11, 30, 16, 0, tzinfo=UTC))
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, clock=clock, send_at_once=False)
+    today = datetime(2026, 11, 30, tzinfo=UTC)
+    async with sdk_on(fake) as client:
+        message = await send_sms(client, "still queued")
+
+        [queued] = await client.messages.list_async(to=CONTACT_NUMBER)
+        assert (queued.sid, queued.status, queued.date_sent) == (message.sid, "queued", None)
+        assert await client.messages.list_async(to=CONTACT_NUMBER, date_sent_after=today) == []
+
+        clock.advance(seconds=2)
+        fake.mark_sent(message.sid)
+        [sent] = await client.messages.list_async(to=CONTACT_NUMBER, date_sent_after=today)
+        assert (sent.sid, sent.status) == (message.sid, "sent")
+        assert sent.date_sent == datetime(2026, 11, 30, 16, 0, 2, tzinfo=UTC)
+        assert fake.sent[0].date_sent == sent.date_sent
+        with pytest.raises(KeyError):
+            fake.mark_sent("SM" + "0" * 32)
+
+
+async def test_twilio_accepted_send_whose_answer_is_lost_shows_in_the_list(
+    fake_twilio: FakeTwilio, twilio_client: Client
+):
+    impatient = RedirectingTwilioHttpClient(fake_twilio.base_url, timeout=0.3)
+    fake_twilio.accept_then_hang(5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await send_sms(Client(ACCOUNT_SID, AUTH_TOKEN, http_client=impatient), "lost answer")
+        assert time.monotonic() - started < 2
+    finally:
+        await impatient.close()
+
+    [accepted] = await fake_twilio.wait_for_messages(1)
+    [listed] = await twilio_client.messages.list_async(to=CONTACT_NUMBER)
+    assert (listed.sid, listed.body) == (accepted.sid, "lost answer")
+    await send_sms(twilio_client, "next one")  # the stall was for one send only
+    await fake_twilio.close()  # ends the stalled handler so its attempt is recorded
+    assert sorted((a.method, a.status) for a in fake_twilio.attempts) == [
+        ("GET", 200),
+        ("POST", 201),
+        ("POST", 499),
+    ]
+
+
+async def test_twilio_faults_aimed_at_the_list_leave_sends_alone(
+    fake_twilio: FakeTwilio, twilio_client: Client
+):
+    fake_twilio.fail_next(503, method="GET")
+
+    await send_sms(twilio_client)
+    # A failed list page is not a TwilioRestException: the SDK raises its base class.
+    with pytest.raises(TwilioException, match="Unable to fetch page"):
+        await twilio_client.messages.list_async(to=CONTACT_NUMBER)
+    assert len(await twilio_client.messages.list_async(to=CONTACT_NUMBER)) == 1
+    assert [(a.method, a.status) for a in fake_twilio.attempts] == [
+        ("POST", 201),
+        ("GET", 503),
+        ("GET", 200),
+    ]
 
 
 # --- Twilio webhook fixtures ----------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -75,6 +76,15 @@ class LoopbackServer:
     async def pause(self, seconds: float) -> None:
         """Sleep like a slow provider, but stop early if the server is closing."""
         await self.closing.wait_until(lambda: self.closed, seconds)
+
+
+def take_first(queue: deque[T], wanted: Callable[[T], bool]) -> T | None:
+    """Pop the first queued fault that ``wanted`` accepts; later ones keep their order."""
+    for entry in queue:
+        if wanted(entry):
+            queue.remove(entry)
+            return entry
+    return None
 
 
 def client_gone(request: web.Request) -> bool:
