@@ -89,6 +89,9 @@ class InboundMessage:
     media_count: int
     received_at: datetime  # aware, UTC
     is_start: bool = False  # Telegram /start: always treated as a first contact
+    # Our own address the contact wrote to (the Twilio number, when the account has several),
+    # so replies come from it; None where the channel has one address.
+    our_address: str | None = None
 
 
 class DuplicateMessage(Exception):
@@ -104,11 +107,16 @@ class SendError(Exception):
 
 
 class TemporarySendError(SendError):
-    """Worth retrying: a 5xx, a timeout, a rate limit (with the provider's retry_after)."""
+    """Worth retrying: a 5xx, a timeout, a rate limit (with the provider's retry_after).
+    `in_doubt` means the provider may have taken the message all the same (the connection
+    broke after the request went out), so it is asked before the message is sent again."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, in_doubt: bool = False
+    ) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.in_doubt = in_doubt
 
 
 class PermanentSendError(SendError):

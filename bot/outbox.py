@@ -3,8 +3,9 @@
 Rows are claimed with a lease (and FOR UPDATE SKIP LOCKED where the database has it), sent
 through the channel's sender, and their result recorded. The worker wakes when the writer
 commits, so a reply goes out within milliseconds; a slow timer covers retries and leases that
-ran out because a process died mid-send. Sends to opted-out contacts are refused here, in one
-place, whatever queued them.
+ran out because a process died mid-send; such a row is in doubt, and the provider is asked
+whether it already has the message before it is sent again. A row to an opted-out address is
+refused at the claim (bot.storage.outbox), whatever queued it.
 """
 
 from __future__ import annotations
@@ -12,21 +13,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Protocol
 
 from aiolimiter import AsyncLimiter
-from sqlalchemy import Update, and_, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.config import OutboxSettings
 from bot.crypto import Cipher
-from bot.domain import OutboxKind, OutboxStatus, PermanentSendError, TemporarySendError
-from bot.storage import direct
-from bot.storage.models import Contact, Outbox
+from bot.domain import (
+    OutboxKind,
+    OutboxStatus,
+    PermanentSendError,
+    SendError,
+    TemporarySendError,
+)
+from bot.storage import outbox
+from bot.storage.models import Outbox
+from bot.storage.outbox import Claimed
 from bot.storage.queries import audit, mark_opted_out
 from bot.storage.writer import Writer
 from handlers.escalation import fail_over_page
@@ -38,19 +45,15 @@ CLAIM_BATCH = 64
 
 
 class Sender(Protocol):
-    async def send(self, address: str, text: str) -> str:
-        """Hand one message to the provider; return its message id."""
+    async def send(self, address: str, text: str, origin: str | None) -> str:
+        """Hand one message to the provider, from `origin` (our own number) when given;
+        return the provider's message id."""
         ...
 
-
-@dataclass(frozen=True)
-class Claimed:
-    id: int
-    channel: str
-    kind: str
-    address_enc: str
-    body_enc: str
-    attempts: int
+    async def find_sent(self, address: str, text: str) -> list[str]:
+        """Provider ids of messages with this text that the provider already accepted for
+        `address`, newest first; [] when the provider cannot say (Telegram)."""
+        ...
 
 
 def limiter(per_second: float) -> AsyncLimiter:
@@ -81,10 +84,13 @@ class OutboxWorker:
         # out; no longer, so a send cut off by a crash is retried soon after a restart.
         slowest = min(rates.values(), default=1.0)
         self._lease = timedelta(
-            seconds=min(settings.send_timeout_seconds + CLAIM_BATCH / slowest + 5, MAX_LEASE)
+            seconds=min(settings.send_timeout_seconds + concurrency / slowest + 5, MAX_LEASE)
         )
         self._clock = clock
-        self._slots = asyncio.Semaphore(concurrency)
+        # Send slots are per channel, and a channel never has more rows claimed than free
+        # slots: a hung provider holds only its own slots, and never another's rows.
+        self._concurrency = concurrency
+        self._in_flight: dict[str, int] = defaultdict(int)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
@@ -117,83 +123,70 @@ class OutboxWorker:
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
-            try:
-                claimed = await self._writer.run(self._claim, notify=False)
-            except Exception as exc:  # database down: keep going, try again shortly
-                log.warning("outbox_claim_failed", extra={"error": type(exc).__name__})
-                claimed = []
+            free = self._free_slots()
+            claimed: list[Claimed] = []
+            if free:
+                try:
+                    claimed = await self._writer.run(
+                        lambda session, free=free: self._claim(session, free), notify=False
+                    )
+                except Exception as exc:  # database down: keep going, try again shortly
+                    log.warning("outbox_claim_failed", extra={"error": type(exc).__name__})
             for row in claimed:
-                await self._slots.acquire()
+                self._in_flight[row.channel] += 1
                 task = asyncio.create_task(self._deliver(row))
                 self._sends.add(task)
                 task.add_done_callback(self._sends.discard)
-            if len(claimed) == CLAIM_BATCH:
-                continue
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
             # arrives as the event fires, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(IDLE_WAKE_SECONDS):
                     await self._wake.wait()
 
-    def _claim(self, session: Session) -> list[Claimed]:
+    def _free_slots(self) -> dict[str, int]:
         now = self._clock()
-        channels = [c for c in self._senders if self._paused_until.get(c, now) <= now]
-        if not channels:
-            return []
-        rows = (
-            session.execute(
-                select(Outbox.id, Outbox.channel, Outbox.kind, Outbox.address_enc,
-                       Outbox.body_enc, Outbox.attempts, Contact.opted_out)
-                .outerjoin(Contact, Contact.id == Outbox.contact_id)
-                .where(
-                    Outbox.channel.in_(channels),
-                    or_(
-                        and_(Outbox.status == OutboxStatus.PENDING, Outbox.next_attempt_at <= now),
-                        and_(Outbox.status == OutboxStatus.SENDING, Outbox.lease_until < now),
-                    ),
-                )
-                # Pages first: a page must not queue behind a burst of replies.
-                .order_by(case((Outbox.kind == OutboxKind.PAGE, 0), else_=1),
-                          Outbox.next_attempt_at, Outbox.id)
-                .limit(CLAIM_BATCH)
-                .with_for_update(skip_locked=True, of=Outbox)
-            )
-        ).all()
+        return {
+            channel: min(self._concurrency - self._in_flight[channel], CLAIM_BATCH)
+            for channel in self._senders
+            if self._paused_until.get(channel, now) <= now
+            and self._in_flight[channel] < self._concurrency
+        }
+
+    def _claim(self, session: Session, free: Mapping[str, int]) -> list[Claimed]:
+        now = self._clock()
         claimed: list[Claimed] = []
-        for row in rows:
-            if row.opted_out and row.kind != OutboxKind.OPTOUT_CONFIRM:
-                _settle(session, row.id, now, status=OutboxStatus.REFUSED, last_error="opted_out")
-                log.info("outbox_refused", extra={"outbox": row.id, "reason": "opted_out"})
-            elif row.address_enc is None or row.body_enc is None:
-                _settle(session, row.id, now, status=OutboxStatus.CANCELLED, last_error="erased")
-            else:
-                claimed.append(Claimed(row.id, row.channel, row.kind, row.address_enc,
-                                       row.body_enc, row.attempts + 1))
-        if claimed:
-            session.execute(
-                update(Outbox)
-                .where(Outbox.id.in_([c.id for c in claimed]))
-                .values(status=OutboxStatus.SENDING, lease_until=now + self._lease,
-                        attempts=Outbox.attempts + 1, updated_at=now)
-            )
+        for channel, slots in free.items():
+            rows, refused = outbox.claim(session, channel, slots, now, self._lease)
+            claimed.extend(rows)
+            for row in refused:
+                # A page refused on one channel (that address opted out) still tries the
+                # person's other one.
+                fail_over_page(session, row, frozenset(self._senders), now)
         return claimed
 
     async def _deliver(self, row: Claimed) -> None:
         try:
             async with self._limiters[row.channel]:
+                sender = self._senders[row.channel]
                 address = self._cipher.decrypt(row.address_enc)
                 text = self._cipher.decrypt(row.body_enc)
-                # asyncio.timeout, not wait_for: no extra task per send.
-                async with asyncio.timeout(self._settings.send_timeout_seconds):
-                    provider_id = await self._senders[row.channel].send(address, text)
+                provider_id = await self._sent_before(sender, row, address, text)
+                if provider_id is not None:
+                    log.info("outbox_reconciled", extra={"outbox": row.id,
+                                                         "channel": row.channel})
+                else:
+                    # asyncio.timeout, not wait_for: no extra task per send.
+                    async with asyncio.timeout(self._settings.send_timeout_seconds):
+                        provider_id = await sender.send(address, text, row.origin)
             await self._record(row, _sent(provider_id))
             log.info("outbox_sent", extra={"outbox": row.id, "channel": row.channel})
         except TemporarySendError as exc:
             if exc.retry_after:
                 self._pause(row.channel, exc.retry_after)
-            await self._record(row, self._retry(row, exc.reason, exc.retry_after))
+            await self._record(row, self._retry(row, exc.reason, exc.retry_after, exc.in_doubt))
         except TimeoutError:
-            await self._record(row, self._retry(row, "timeout", None))
+            # The provider may have taken it and only the answer was lost.
+            await self._record(row, self._retry(row, "timeout", None, in_doubt=True))
         except PermanentSendError as exc:
             await self._record(row, _failed(exc.reason, exc.opted_out))
         except asyncio.CancelledError:
@@ -201,23 +194,57 @@ class OutboxWorker:
         except Exception as exc:
             # An unexpected error must not kill the worker; treat it as temporary.
             log.exception("outbox_send_crashed", extra={"outbox": row.id})
-            await self._record(row, self._retry(row, type(exc).__name__, None))
+            await self._record(row, self._retry(row, type(exc).__name__, None, in_doubt=True))
         finally:
-            self._slots.release()
+            self._release(row.channel)
+
+    async def _sent_before(
+        self, sender: Sender, row: Claimed, address: str, text: str
+    ) -> str | None:
+        """For a row an earlier attempt may have delivered: the provider's id for that
+        message, if the provider has one we have not matched to another row."""
+        if not row.in_doubt:
+            return None
+        try:
+            async with asyncio.timeout(self._settings.send_timeout_seconds):
+                found = await sender.find_sent(address, text)
+        except (SendError, TimeoutError) as exc:
+            # Cannot tell: send again. A possible repeat beats a possible loss.
+            log.warning("outbox_reconcile_failed", extra={"outbox": row.id,
+                                                          "error": type(exc).__name__})
+            return None
+        if not found:
+            return None
+        known = await self._writer.run(
+            lambda session: outbox.known_provider_ids(session, found), notify=False
+        )
+        unmatched = [sid for sid in found if sid not in known]
+        return unmatched[-1] if unmatched else None  # the oldest: sent first
+
+    def _release(self, channel: str) -> None:
+        was_full = self._in_flight[channel] >= self._concurrency
+        self._in_flight[channel] -= 1
+        if was_full:
+            self.wake()  # rows may be waiting for this slot
 
     def _pause(self, channel: str, seconds: float) -> None:
+        seconds = min(seconds, self._settings.retry_max_seconds)
         until = self._clock() + timedelta(seconds=seconds)
         self._paused_until[channel] = max(until, self._paused_until.get(channel, until))
+        # Claiming resumes when the pause ends, not at the next idle wake after it.
+        asyncio.get_running_loop().call_later(seconds, self.wake)
 
-    def _retry(self, row: Claimed, reason: str, retry_after: float | None) -> _Result:
+    def _retry(
+        self, row: Claimed, reason: str, retry_after: float | None, in_doubt: bool = False
+    ) -> _Result:
         if row.attempts >= self._settings.max_attempts:
             return _failed(reason, False)
         backoff = min(
             self._settings.retry_base_seconds * 2 ** (row.attempts - 1),
             self._settings.retry_max_seconds,
         )
-        return _Result(OutboxStatus.PENDING, error=reason,
-                       retry_in=max(backoff, retry_after or 0.0))
+        wait = max(backoff, min(retry_after or 0.0, self._settings.retry_max_seconds))
+        return _Result(OutboxStatus.PENDING, error=reason, retry_in=wait, in_doubt=in_doubt)
 
     async def _record(self, row: Claimed, result: _Result) -> None:
         if result.status != OutboxStatus.SENT:
@@ -231,30 +258,27 @@ class OutboxWorker:
             now = self._clock()
             if result.status == OutboxStatus.SENT and row.kind != OutboxKind.PAGE:
                 # The common case, in one statement.
-                _settle(session, row.id, now, status=OutboxStatus.SENT, sent_at=now,
-                        provider_id=result.provider_id, last_error=None)
+                outbox.settle(session, row.id, now, status=OutboxStatus.SENT, sent_at=now,
+                              provider_id=result.provider_id, last_error=None)
                 return
-            outbox = session.get(Outbox, row.id)
-            if outbox is None or outbox.status != OutboxStatus.SENDING:
+            row_now = session.get(Outbox, row.id)
+            if row_now is None or row_now.status != OutboxStatus.SENDING:
                 return  # cancelled or erased meanwhile
             if result.status != OutboxStatus.SENT:
-                fail_over_page(session, outbox, frozenset(self._senders), now)
+                fail_over_page(session, row_now, frozenset(self._senders), now)
             if result.retry_in is not None:
-                outbox.status = OutboxStatus.PENDING
-                outbox.next_attempt_at = now + timedelta(seconds=result.retry_in)
-                outbox.lease_until = None
-                outbox.last_error = result.error
-                outbox.updated_at = now
+                outbox.retry_later(session, row.id, now, now + timedelta(seconds=result.retry_in),
+                                   result.error or "", result.in_doubt)
                 return
-            _finish(outbox, result.status, now, error=result.error)
-            outbox.provider_id = result.provider_id
-            if result.status == OutboxStatus.SENT:
-                outbox.sent_at = now
-            if outbox.kind == OutboxKind.PAGE:
-                audit(session, now, f"page_{result.status}", "escalation", outbox.escalation_id,
-                      detail=f"outbox={outbox.id} channel={outbox.channel} staff={outbox.staff_id}")
-            if result.opted_out and outbox.contact_id is not None:
-                mark_opted_out(session, outbox.contact_id, now)
+            sent = result.status == OutboxStatus.SENT
+            outbox.settle(session, row.id, now, status=result.status, last_error=result.error,
+                          provider_id=result.provider_id, sent_at=now if sent else None)
+            if row.kind == OutboxKind.PAGE:
+                audit(session, now, f"page_{result.status}", "escalation",
+                      row_now.escalation_id,
+                      detail=f"outbox={row.id} channel={row.channel} staff={row_now.staff_id}")
+            if result.opted_out:
+                mark_opted_out(session, row_now.contact_id, row_now.address_hash, now)
 
         try:
             # A sent row wakes nobody; a retry or a fail-over page may be due for sending.
@@ -274,6 +298,7 @@ class _Result:
     error: str | None = None
     retry_in: float | None = None
     opted_out: bool = False
+    in_doubt: bool = False
 
 
 def _sent(provider_id: str) -> _Result:
@@ -282,34 +307,3 @@ def _sent(provider_id: str) -> _Result:
 
 def _failed(reason: str, opted_out: bool) -> _Result:
     return _Result(OutboxStatus.FAILED, error=reason, opted_out=opted_out)
-
-
-def _settle(session: Session, outbox_id: int, now: datetime, **values: object) -> None:
-    """_finish for a row not loaded: only a row still being sent is settled."""
-    direct.execute(
-        session.connection(),
-        _settle_statement(),
-        {"row_id": outbox_id, "lease_until": None, "address_enc": None, "body_enc": None,
-         "updated_at": now, **values},
-    )
-
-
-@cache
-def _settle_statement() -> Update:
-    # Built once; the SET clause comes from the parameters.
-    table = Outbox.__table__
-    return update(table).where(
-        table.c.id == bindparam("row_id"),
-        # Two comparisons, not IN: bot.storage.direct runs no expanding IN lists.
-        or_(table.c.status == OutboxStatus.PENDING, table.c.status == OutboxStatus.SENDING),
-    )
-
-
-def _finish(row: Outbox, status: OutboxStatus, now: datetime, error: str | None = None) -> None:
-    """Settle a row. The address and body go: the message's own row keeps the text."""
-    row.status = status
-    row.last_error = error
-    row.lease_until = None
-    row.address_enc = None
-    row.body_enc = None
-    row.updated_at = now

@@ -32,6 +32,7 @@ class Spool:
             "media_count": msg.media_count,
             "received_at": msg.received_at.isoformat(),
             "is_start": msg.is_start,
+            "our_address": msg.our_address,
         }
         # The file name says nothing about the sender: a time and a hash of the provider id.
         digest = hashlib.sha256(f"{msg.channel}:{msg.provider_id}".encode()).hexdigest()[:20]
@@ -66,6 +67,7 @@ class Spool:
                 media_count=int(record["media_count"]),
                 received_at=datetime.fromisoformat(record["received_at"]),
                 is_start=bool(record["is_start"]),
+                our_address=record.get("our_address"),
             )
         except (OSError, DecryptError, ValueError, KeyError):
             return None

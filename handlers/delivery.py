@@ -38,8 +38,8 @@ def record_delivery(
         row.status = OutboxStatus.FAILED
         row.last_error = f"{provider_status}:{error_code or '-'}"
     row.updated_at = now
-    if error_code in UNSUBSCRIBED_CODES and row.contact_id is not None:
-        mark_opted_out(session, row.contact_id, now)
+    if error_code in UNSUBSCRIBED_CODES:
+        mark_opted_out(session, row.contact_id, row.address_hash, now)
     log.info("delivery_status", extra={"outbox": row.id, "status": provider_status,
                                        "error_code": error_code})
     return True

@@ -35,9 +35,9 @@ from bot.domain import (
 )
 from bot.gsm import septets, to_gsm7
 from bot.rota import Rota
+from bot.storage import outbox
 from bot.storage.models import Escalation, Message, OncallOverride, Outbox, Staff
 from bot.storage.queries import audit
-from bot.storage.rows import pending_outbox_values
 
 log = logging.getLogger(__name__)
 LEVELS = 3
@@ -235,14 +235,22 @@ def _preview(session: Session, deps: EscalationDeps, escalation: Escalation) -> 
     return "" if body is None else deps.cipher.decrypt(body)
 
 
-def staff_addresses(staff: Staff) -> list[tuple[str, str]]:
-    """(channel, encrypted address) in the order pages try them: SMS first, as it reaches
-    a phone with no app or data."""
+@dataclass(frozen=True)
+class StaffAddress:
+    channel: str
+    address_enc: str
+    address_hash: str
+
+
+def staff_addresses(staff: Staff) -> list[StaffAddress]:
+    """Where a staff member can be written to, in the order pages try them: SMS first, as it
+    reaches a phone with no app or data."""
     found = []
-    if staff.phone_enc:
-        found.append((Channel.SMS.value, staff.phone_enc))
-    if staff.telegram_enc:
-        found.append((Channel.TELEGRAM.value, staff.telegram_enc))
+    if staff.phone_enc and staff.phone_hash:
+        found.append(StaffAddress(Channel.SMS.value, staff.phone_enc, staff.phone_hash))
+    if staff.telegram_enc and staff.telegram_hash:
+        found.append(StaffAddress(Channel.TELEGRAM.value, staff.telegram_enc,
+                                  staff.telegram_hash))
     return found
 
 
@@ -254,34 +262,26 @@ def _enqueue_page(
     text: str,
     now: datetime,
 ) -> bool:
-    usable = [(c, a) for c, a in staff_addresses(staff) if c in deps.channels]
+    usable = [a for a in staff_addresses(staff) if a.channel in deps.channels]
     if not usable:
         log.warning("page_unreachable", extra={"staff": staff.id, "escalation": escalation.id})
         return False
-    channel, address_enc = usable[0]
-    session.add(_staff_row(channel, address_enc, deps.cipher.encrypt(text), staff.id,
-                          escalation.id, now))
+    _enqueue_to_staff(session, usable[0], deps.cipher.encrypt(text), staff.id, escalation.id,
+                      now)
     return True
 
 
-def _staff_row(channel: str, address_enc: str, body_enc: str, staff_id: int,
-               escalation_id: int | None, now: datetime, failover_of: int | None = None,
-               kind: OutboxKind = OutboxKind.PAGE) -> Outbox:
+def _enqueue_to_staff(session: Session, to: StaffAddress, body_enc: str, staff_id: int,
+                      escalation_id: int | None, now: datetime, failover_of: int | None = None,
+                      kind: OutboxKind = OutboxKind.PAGE) -> None:
     """An outbox row to a staff member: a page, or an answer to a command."""
-    return Outbox(
-        channel=channel,
-        kind=kind,
-        staff_id=staff_id,
-        escalation_id=escalation_id,
-        address_enc=address_enc,
-        body_enc=body_enc,
-        failover_of=failover_of,
-        **pending_outbox_values(now),
-    )
+    outbox.enqueue(session, now, channel=to.channel, kind=kind, address_enc=to.address_enc,
+                   address_hash=to.address_hash, body_enc=body_enc, staff_id=staff_id,
+                   escalation_id=escalation_id, failover_of=failover_of)
 
 
 def fail_over_page(
-    session: Session, page: Outbox, channels: frozenset[str], now: datetime
+    session: Session, page: outbox.SentRow, channels: frozenset[str], now: datetime
 ) -> bool:
     """A page that failed on one channel goes out on the staff member's other one, once."""
     if page.kind != OutboxKind.PAGE or page.staff_id is None or page.failover_of is not None:
@@ -292,14 +292,14 @@ def fail_over_page(
     staff = session.get(Staff, page.staff_id)
     if already is not None or staff is None or staff.disabled:
         return False
-    others = [(c, a) for c, a in staff_addresses(staff) if c != page.channel and c in channels]
+    others = [a for a in staff_addresses(staff) if a.channel != page.channel
+              and a.channel in channels]
     if not others:
         return False
-    channel, address_enc = others[0]
-    session.add(_staff_row(channel, address_enc, page.body_enc, staff.id, page.escalation_id,
-                          now, failover_of=page.id))
+    _enqueue_to_staff(session, others[0], page.body_enc, staff.id, page.escalation_id, now,
+                      failover_of=page.id)
     audit(session, now, "page_failover", "escalation", page.escalation_id,
-          detail=f"from={page.channel} to={channel}")
+          detail=f"from={page.channel} to={others[0].channel}")
     return True
 
 
@@ -386,9 +386,10 @@ def handle_staff_message(
 ) -> str:
     """ACK n / ACK / RESOLVE n from a registered staff address. Returns the answer sent."""
     answer = _staff_answer(session, deps, staff, msg.text, now)
-    session.add(_staff_row(msg.channel.value, deps.cipher.encrypt(msg.address),
-                           deps.cipher.encrypt(answer), staff.id, None, now,
-                           kind=OutboxKind.STAFF_NOTICE))
+    to = StaffAddress(msg.channel.value, deps.cipher.encrypt(msg.address),
+                      deps.cipher.address_hash(msg.channel, msg.address))
+    _enqueue_to_staff(session, to, deps.cipher.encrypt(answer), staff.id, None, now,
+                      kind=OutboxKind.STAFF_NOTICE)
     return answer
 
 

@@ -28,18 +28,18 @@ from bot.domain import (
     OutboxKind,
 )
 from bot.hours import BusinessHours, describe_opening
-from bot.storage.models import Contact, Conversation, Escalation, Message, Outbox, Staff
-from bot.storage.queries import audit, cancel_pending_to_contact, record_provider_event
+from bot.storage import outbox
+from bot.storage.models import Contact, Conversation, Escalation, Message, Staff
+from bot.storage.outbox import cancel_pending_to_contact, forget_contact
+from bot.storage.queries import audit, record_provider_event
 from bot.storage.rows import (
     CONTACTS,
     CONVERSATIONS,
     MESSAGES,
-    OUTBOX,
     ContactRow,
     ConversationRow,
     insert_row,
     load_sender,
-    pending_outbox_values,
 )
 from handlers.escalation import (
     EscalationDeps,
@@ -179,20 +179,25 @@ class _Turn:
 
     def _opt_out(self) -> None:
         contact = self._ensure_contact()
+        already = contact.opted_out
         contact.opted_out = True
-        contact.opted_out_at = self.now
+        if not already:
+            contact.opted_out_at = self.now
         cancel_pending_to_contact(self.session, contact.id, self.now)
         if self.open_conversation is not None:
             self._store_inbound(self.open_conversation)
         audit(self.session, self.now, "contact_opted_out", "contact", contact.id)
-        # Twilio answers STOP on SMS itself and blocks anything after; elsewhere we confirm once.
-        if self.msg.channel != "sms":
+        # Twilio answers STOP on SMS itself and blocks anything after; elsewhere we confirm,
+        # once: a second STOP gets nothing.
+        if self.msg.channel != "sms" and not already:
             self._reply("optout_confirm", kind=OutboxKind.OPTOUT_CONFIRM)
 
     def _opt_in(self) -> None:
         contact = self._ensure_contact()
         contact.opted_out = False
         contact.opted_out_at = None
+        if contact.address_enc is None:  # erased while opted out: needed again to reply
+            contact.address_enc = self.deps.cipher.encrypt(self.msg.address)
         if self.open_conversation is not None:
             self._store_inbound(self.open_conversation)
         audit(self.session, self.now, "contact_opted_in", "contact", contact.id)
@@ -216,27 +221,23 @@ class _Turn:
     def _erase(self) -> None:
         language = self._language()
         contact = self.contact
-        address_enc = (
-            contact.address_enc if contact else self.deps.cipher.encrypt(self.msg.address)
-        )
+        opted_out = contact is not None and contact.opted_out
         if contact is not None:
             self._erase_contact(contact)
-        # The confirmation is the one row that still knows the address, until it is sent.
-        if self.auto_reply:
+        # Nothing, not even this, goes to an address that opted out. Otherwise the
+        # confirmation is the one row that still knows the address, until it is sent.
+        if self.auto_reply and not opted_out:
             self.outcome.replies.append("erase_confirm")
             text = reply_text(self.deps.templates, language, "erase_confirm")
-            self._enqueue(address_enc, self.deps.cipher.encrypt(text))
+            self._enqueue(self.deps.cipher.encrypt(self.msg.address),
+                          self.deps.cipher.encrypt(text))
 
     def _erase_contact(self, contact: ContactRow) -> None:
         ids = self.session.scalars(
             select(Conversation.id).where(Conversation.contact_id == contact.id)
         ).all()
         cancel_pending_to_contact(self.session, contact.id, self.now)
-        self.session.execute(
-            update(Outbox)
-            .where(Outbox.contact_id == contact.id)
-            .values(address_enc=None, body_enc=None, contact_id=None)
-        )
+        forget_contact(self.session, contact.id)
         if ids:
             self.session.execute(delete(Message).where(Message.conversation_id.in_(ids)))
             self.session.execute(
@@ -251,9 +252,14 @@ class _Turn:
             )
         for conversation_id in ids:
             audit(self.session, self.now, "conversation_erased", "conversation", conversation_id)
+        self.conversation = None
+        if contact.opted_out:
+            # The opt-out outlives the erasure, as the keyed hash alone: without it the next
+            # message would be answered as a first contact.
+            contact.address_enc = None
+            return
         self.session.execute(delete(Contact).where(Contact.id == contact.id))
         self.contact = None
-        self.conversation = None
 
     def _language_switch(self, language: Language) -> None:
         contact = self._ensure_contact()
@@ -384,6 +390,8 @@ class _Turn:
         if self.open_conversation is not None:
             conversation = self.open_conversation
             conversation.last_inbound_at = self.now
+            if self.msg.our_address:
+                conversation.origin = self.msg.our_address
             self.outcome.conversation_id = conversation.id
             return conversation
         contact = self._ensure_contact()
@@ -399,6 +407,7 @@ class _Turn:
             "after_hours_notice_for": None,
             "closed_at": None,
             "outcome": None,
+            "origin": self.msg.our_address,
             **initial,
         }
         conversation_id = insert_row(self.conn, CONVERSATIONS, contact_id=contact.id,
@@ -453,6 +462,7 @@ class _Turn:
                 automatic=True,
                 created_at=self.now,
             )
+        assert contact.address_enc is not None  # only an opted-out contact has none
         self._enqueue(contact.address_enc, body_enc, kind, contact.id,
                       conversation.id if conversation else None, message_id)
 
@@ -465,17 +475,18 @@ class _Turn:
         conversation_id: int | None = None,
         message_id: int | None = None,
     ) -> None:
-        insert_row(
-            self.conn,
-            OUTBOX,
+        outbox.enqueue(
+            self.session,
+            self.now,
             channel=self.msg.channel.value,
             kind=kind,
+            address_enc=address_enc,
+            address_hash=self.address_hash,
+            body_enc=body_enc,
+            origin=self.msg.our_address,
             contact_id=contact_id,
             conversation_id=conversation_id,
             message_id=message_id,
-            address_enc=address_enc,
-            body_enc=body_enc,
-            **pending_outbox_values(self.now),
         )
 
 

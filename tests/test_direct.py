@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.orm import Session
 
@@ -126,3 +126,24 @@ def test_direct_refuses_statements_with_in_lists(engine: Engine):
     statement = update(OUTBOX).where(OUTBOX.c.status.in_(["pending", "sending"]))
     with Session(engine) as session, session.begin(), pytest.raises(TypeError, match="IN lists"):
         direct.execute(session.connection(), statement, {"attempts": 1})
+
+
+def test_direct_insert_applies_a_left_out_columns_constant_default(engine: Engine):
+    with Session(engine) as session, session.begin():
+        row_id = direct.insert(session.connection(), insert(OUTBOX), {
+            "channel": "sms", "kind": "reply", "address_enc": "k1:a", "body_enc": "k1:b",
+            "status": OutboxStatus.PENDING, "next_attempt_at": NOW, "created_at": NOW,
+            "updated_at": NOW,
+        })
+    with Session(engine) as session:
+        row = session.get(Outbox, row_id)
+        assert row is not None and row.attempts == 0 and row.in_doubt is False
+
+
+def test_direct_refuses_a_left_out_column_whose_default_is_not_a_constant(engine: Engine):
+    table = Table("stamped", MetaData(), Column("id", Integer, primary_key=True),
+                  Column("n", Integer, default=lambda: 7))
+    with engine.begin() as conn:
+        table.create(conn)
+        with pytest.raises(TypeError, match="give n a value"):
+            direct.insert(conn, insert(table), {"id": 1})

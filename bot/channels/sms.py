@@ -10,14 +10,14 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from aiohttp import ClientError, web
+from aiohttp import ClientConnectorError, ClientError, web
 from multidict import MultiDictProxy
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
-from bot.channels.twilio_http import RedirectingTwilioHttpClient
+from bot.channels.twilio_http import RedirectingTwilioHttpClient, TwilioRateLimited
 from bot.config import SmsSettings
 from bot.domain import Channel, InboundMessage, PermanentSendError, TemporarySendError
 from bot.intake import Intake, SpoolFailed, Taken
@@ -32,6 +32,10 @@ TWIML = "application/xml"
 OPTED_OUT_CODES = {21610}
 PERMANENT_CODES = {21211, 21408, 21612, 21614, 30003, 30004, 30005, 30006}
 MAX_SID = 64
+# How far back Twilio's message list is read to reconcile a send left in doubt.
+RECONCILE_LOOKBACK = 20
+# Twilio statuses of a message that never left Twilio: sending it again is no repeat.
+NEVER_SENT_STATUSES = {"failed", "canceled"}
 
 
 class SignatureInvalid(Exception):
@@ -137,26 +141,54 @@ class TwilioSender:
         self._client = Client(
             settings.account_sid, settings.auth_token.reveal(), http_client=self._http
         )
+        self._service = bool(settings.messaging_service_sid)
         self._origin = (
             {"messaging_service_sid": settings.messaging_service_sid}
-            if settings.messaging_service_sid
+            if self._service
             else {"from_": settings.from_number}
         )
         self._status_callback = status_callback_url
 
-    async def send(self, address: str, text: str) -> str:
+    async def send(self, address: str, text: str, origin: str | None) -> str:
+        # A reply goes from the number the contact wrote to, unless a Messaging Service
+        # picks the sender.
+        sender = self._origin if self._service or not origin else {"from_": origin}
         try:
             message = await self._client.messages.create_async(
-                to=address, body=text, status_callback=self._status_callback, **self._origin
+                to=address, body=text, status_callback=self._status_callback, **sender
             )
-        except TwilioRestException as exc:
-            raise _classify(exc) from None
-        except (ClientError, OSError, TimeoutError) as exc:
-            raise TemporarySendError(f"network:{type(exc).__name__}") from None
+        except Exception as exc:
+            raise _send_error(exc) from None
         return str(message.sid)
+
+    async def find_sent(self, address: str, text: str) -> list[str]:
+        """Twilio's own record, for a message a crash or timeout left in doubt: the most
+        recent messages to `address` with exactly this text, newest first."""
+        try:
+            recent = await self._client.messages.list_async(to=address, limit=RECONCILE_LOOKBACK)
+        except Exception as exc:
+            raise _send_error(exc) from None
+        return [
+            str(m.sid) for m in recent
+            if m.body == text and str(m.status) not in NEVER_SENT_STATUSES
+        ]
 
     async def close(self) -> None:
         await self._http.close()
+
+
+def _send_error(exc: Exception) -> Exception:
+    """What a failed Twilio call means for the outbox."""
+    if isinstance(exc, TwilioRateLimited):
+        return TemporarySendError("twilio:429", retry_after=exc.retry_after)
+    if isinstance(exc, TwilioRestException):
+        return _classify(exc)
+    if isinstance(exc, ClientConnectorError):
+        # No connection was made, so Twilio cannot have the message.
+        return TemporarySendError(f"network:{type(exc).__name__}")
+    if isinstance(exc, ClientError | OSError | TimeoutError):
+        return TemporarySendError(f"network:{type(exc).__name__}", in_doubt=True)
+    raise exc
 
 
 def _classify(exc: TwilioRestException) -> Exception:

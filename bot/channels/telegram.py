@@ -208,7 +208,7 @@ class TelegramSender:
     def __init__(self, bot: Bot) -> None:
         self._bot = bot
 
-    async def send(self, address: str, text: str) -> str:
+    async def send(self, address: str, text: str, origin: str | None) -> str:
         try:
             message = await self._bot.send_message(chat_id=int(address), text=text)
         except RetryAfter as exc:
@@ -221,3 +221,8 @@ class TelegramSender:
         except TelegramError as exc:  # NetworkError, TimedOut, 5xx
             raise TemporarySendError(f"telegram:{type(exc).__name__}") from None
         return str(message.message_id)
+
+    async def find_sent(self, address: str, text: str) -> list[str]:
+        # The Bot API cannot list what a bot sent, so a send left in doubt (a crash or a
+        # timeout mid-send) is sent again: Telegram delivery is at least once.
+        return []

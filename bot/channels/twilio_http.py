@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from aiohttp import TraceConfig
+from twilio.base.exceptions import TwilioRestException
+from twilio.base.version import Version
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 
@@ -94,7 +99,7 @@ class RedirectingTwilioHttpClient(AsyncTwilioHttpClient):
         if data is not None and (headers or {}).get("Content-Type", FORM) == FORM:
             headers = {**(headers or {}), "Content-Type": FORM}
             body = urlencode(data, doseq=True).encode()
-        return await super().request(
+        response = await super().request(
             method,
             self.redirect(url),
             params=params,
@@ -104,6 +109,36 @@ class RedirectingTwilioHttpClient(AsyncTwilioHttpClient):
             timeout=self.timeout if timeout is None else timeout,
             allow_redirects=allow_redirects,
         )
+        if response.status_code == 429:
+            # The SDK's own exception keeps no headers, and Retry-After says how long to wait:
+            # raise the same exception the SDK would, with the wait on it.
+            sdk = Version.exception(method, url, response, "Too many requests")
+            if isinstance(sdk, TwilioRestException):
+                raise TwilioRateLimited(sdk, retry_after_seconds(response.headers))
+        return response
+
+
+class TwilioRateLimited(TwilioRestException):
+    """Twilio answered 429: the SDK's TwilioRestException, plus `retry_after` (seconds, from
+    the Retry-After header, or None when Twilio gave none)."""
+
+    def __init__(self, sdk: TwilioRestException, retry_after: float | None) -> None:
+        super().__init__(sdk.status, sdk.uri, sdk.msg, sdk.code, sdk.method, sdk.details)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """Retry-After as seconds: a number of seconds, or an HTTP date (RFC 9110)."""
+    value = (headers or {}).get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        # The date form is absolute; the wall clock turns it into a wait.
+        return max((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds(), 0.0)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def basic_auth_header(login: str, password: str) -> str:

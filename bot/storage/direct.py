@@ -65,16 +65,33 @@ def _compiled(statement: Executable, names: tuple[str, ...], dialect: Dialect) -
             (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
             for column in statement.selected_columns
         )
+    fixed = {name: bind.value for name, bind in binds.items() if name not in names}
+    fixed.update(_defaults(compiled, names))
     return _Compiled(
         sql=compiled.string,
         names=tuple(compiled.positiontup),
-        fixed={name: bind.value for name, bind in binds.items() if name not in names},
+        fixed=fixed,
         binds=tuple(
             binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             for name in compiled.positiontup
         ),
         results=results,
     )
+
+
+def _defaults(compiled: SQLCompiler, names: tuple[str, ...]) -> dict[str, Any]:
+    """Values for the columns left out whose Python-side defaults SQLAlchemy would apply in
+    its execution context, which this module skips. A constant default is applied; any
+    other kind is refused here, at compile time, rather than stored as NULL."""
+    found = {}
+    for column in [*compiled.insert_prefetch, *compiled.update_prefetch]:
+        if column.key in names:
+            continue
+        default = column.onupdate if column in compiled.update_prefetch else column.default
+        if default is None or not default.is_scalar:
+            raise TypeError(f"give {column.key} a value: its default cannot run directly")
+        found[column.key] = default.arg  # type: ignore[attr-defined]
+    return found
 
 
 def _direct(conn: Connection) -> bool:

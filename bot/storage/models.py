@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -57,7 +58,8 @@ class Contact(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     channel: Mapped[str] = mapped_column(String(16))
     address_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    address_enc: Mapped[str] = mapped_column(Text)
+    # None once erased: an opted-out contact keeps only its hash, so the opt-out holds.
+    address_enc: Mapped[str | None] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(2), default="en")
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
     opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -91,6 +93,8 @@ class Conversation(Base):
     assigned_to: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str | None] = mapped_column(String(32))
+    # Our own number the contact last wrote to: replies go out from it.
+    origin: Mapped[str | None] = mapped_column(String(32))
 
 
 class Message(Base):
@@ -144,11 +148,18 @@ class Outbox(Base):
     failover_of: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
     # Address and body are dropped once the provider has the message: keep as little as possible.
     address_enc: Mapped[str | None] = mapped_column(Text)
+    # Kept after sending, for the opt-out check at every claim: a keyed hash, never reversible.
+    address_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     body_enc: Mapped[str | None] = mapped_column(Text)
+    # Our number to send from (SMS with several numbers); None means the configured one.
+    origin: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An earlier attempt may have reached the provider (a crash or timeout mid-send): ask the
+    # provider before sending again.
+    in_doubt: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     provider_id: Mapped[str | None] = mapped_column(String(64), index=True)
     last_error: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

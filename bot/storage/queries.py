@@ -10,9 +10,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from bot.domain import DuplicateMessage, OutboxStatus
-from bot.storage import direct
-from bot.storage.models import AuditEntry, Contact, Outbox, ProviderEvent
+from bot.domain import DuplicateMessage
+from bot.storage.models import AuditEntry, Contact, ProviderEvent
+from bot.storage.rows import execute_statement
 
 
 def record_provider_event(
@@ -21,7 +21,7 @@ def record_provider_event(
     """Insert the provider's message id; a replay hits the unique constraint and inserts
     nothing (ON CONFLICT DO NOTHING: no savepoint, no check-then-insert race)."""
     conn = session.connection()
-    inserted = direct.execute(
+    inserted = execute_statement(
         conn,
         _insert_event_once(conn.dialect.name),
         {"channel": channel, "provider_id": provider_id, "received_at": now},
@@ -37,19 +37,6 @@ def _insert_event_once(dialect: str) -> Insert:
         index_elements=["channel", "provider_id"]
     )
 
-
-
-def cancel_pending_to_contact(session: Session, contact_id: int, now: datetime) -> None:
-    """Nothing queued may still go out after STOP, EXIT or DELETE."""
-    session.execute(
-        update(Outbox)
-        .where(
-            Outbox.contact_id == contact_id,
-            # A row already handed to the provider cannot be called back.
-            Outbox.status == OutboxStatus.PENDING,
-        )
-        .values(status=OutboxStatus.CANCELLED, address_enc=None, body_enc=None, updated_at=now)
-    )
 
 
 def audit(
@@ -75,9 +62,16 @@ def audit(
     )
 
 
-def mark_opted_out(session: Session, contact_id: int, now: datetime) -> None:
+def mark_opted_out(
+    session: Session, contact_id: int | None, address_hash: str | None, now: datetime
+) -> None:
+    """The provider says this address unsubscribed (Twilio 21610)."""
+    if contact_id is None and address_hash is None:
+        return
+    match = Contact.id == contact_id if contact_id is not None else \
+        Contact.address_hash == address_hash
     session.execute(
         update(Contact)
-        .where(Contact.id == contact_id, Contact.opted_out.is_(False))
+        .where(match, Contact.opted_out.is_(False))
         .values(opted_out=True, opted_out_at=now)
     )

@@ -27,7 +27,6 @@ from sqlalchemy import (
     update,
 )
 
-from bot.domain import OutboxStatus
 from bot.storage import direct
 from bot.storage.models import Contact, Conversation, Message, Outbox, Staff
 
@@ -67,7 +66,7 @@ class _Tracked:
 @dataclass
 class ContactRow(_Tracked):
     table: ClassVar[Table] = CONTACTS
-    address_enc: str
+    address_enc: str | None  # None once an opted-out contact erased their conversation
     language: str
     opted_out: bool
     opted_out_at: datetime | None
@@ -87,6 +86,7 @@ class ConversationRow(_Tracked):
     after_hours_notice_for: datetime | None
     closed_at: datetime | None
     outcome: str | None
+    origin: str | None
 
 
 # Statements are built once and run with parameters: building one per call (bind
@@ -154,16 +154,10 @@ def load_sender(conn: Connection, channel: str, address_hash: str) -> Sender:
     return Sender(values["staff_id"], contact, conversation)
 
 
-def pending_outbox_values(now: datetime) -> dict[str, Any]:
-    """The bookkeeping columns of an outbox row not tried yet, for every path that queues one."""
-    return {
-        "status": OutboxStatus.PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
 def insert_row(conn: Connection, table: Table, **values: Any) -> int:
     return direct.insert(conn, _insert(table), values)
+
+
+def execute_statement(conn: Connection, statement: Insert | Update, values: dict[str, Any]) -> int:
+    """Run a statement built once (cached) with these values; return the rows it touched."""
+    return direct.execute(conn, statement, values)
