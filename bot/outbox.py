@@ -104,6 +104,11 @@ class OutboxWorker:
         """A send is in flight (claimed, not yet recorded)."""
         return bool(self._sends)
 
+    def paused_channels(self) -> set[str]:
+        """Channels waiting out a provider's rate limit: nothing is claimed for them now."""
+        now = self._clock()
+        return {channel for channel, until in self._paused_until.items() if until > now}
+
     def wake(self) -> None:
         self._wake.set()
 

@@ -229,14 +229,17 @@ class Service:
     async def outbox_idle(self, seconds: float = 5.0) -> None:
         """Wait until the outbox has nothing due and nothing in flight: after this, whatever
         was going to be sent by now has been, so a test can assert that nothing more was.
-        (A retry not due yet on the test's clock stays pending, and is not waited for.)"""
+        (A retry not due yet on the test's clock, or a row of a channel paused by the
+        provider's rate limit, stays pending and is not waited for.)"""
 
         async def due(session: AsyncSession) -> int:
             now = self.clock()
+            paused = self.services.worker.paused_channels()
             return await session.scalar(
                 select(func.count()).select_from(Outbox).where(
                     (Outbox.status == OutboxStatus.SENDING)
-                    | ((Outbox.status == OutboxStatus.PENDING) & (Outbox.next_attempt_at <= now))
+                    | ((Outbox.status == OutboxStatus.PENDING) & (Outbox.next_attempt_at <= now)
+                       & Outbox.channel.not_in(paused))
                 )
             )
 
