@@ -165,7 +165,8 @@ async def test_sms_twilio_took_before_a_timeout_is_not_sent_again(
     await svc.sms("Hello")
     [row] = await wait_until(svc, lambda rows: rows[0].status == "pending"
                              and rows[0].attempts == 1)
-    assert row.in_doubt and row.last_error == "timeout"
+    # Our own timeout or the HTTP client's, whichever fires first: in doubt either way.
+    assert row.in_doubt and "timeout" in row.last_error.lower()
     await settle(svc, clock, 2)
     [row] = await wait_until(svc, lambda rows: rows[0].status == "sent")
     await svc.outbox_idle()
