@@ -37,11 +37,11 @@ class RedactingRecordFactory:
     Why a record factory: the record is redacted when it is made, before any logger, filter
     or handler sees it. A filter on a logger would not do: logger filters are not applied to
     records that propagate up from child loggers (a filter on "telegram" misses
-    "telegram.Bot"). A filter on our handler would only guard that handler, and libraries
-    bring handlers of their own (aiohttp's run_app adds one to its access log in debug mode;
-    twilio's token auth calls logging.basicConfig). One gap is left: `extra=` fields are set
-    on the record after the factory has made it, so JsonFormatter drops those (and redacts
-    again, for a record built by hand with no factory at all).
+    "telegram.Bot"). A filter on our handler would only guard that handler, and a record
+    reaches every handler on its way up, including ones added by others (aiohttp's run_app
+    adds one to its access log in debug mode; pytest adds its own). One gap is left: `extra=`
+    fields are set on the record after the factory has made it, so JsonFormatter drops those
+    (and redacts again, for a record built by hand without the factory).
     """
 
     def __init__(self, make: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from telegram import Bot
 
@@ -19,7 +21,7 @@ from tests.fixtures import (
     unparseable_telegram_update,
 )
 from tests.test_sms_flow import wait_until_sent
-from tests.test_telegram import calls_to, wait_until
+from tests.test_telegram import wait_for_offset_past, wait_until
 
 SECRET_TEXT = "Maria at the Lakeview motel room 12"
 SECOND_CHAT = 700000145
@@ -104,15 +106,9 @@ class TelegramContact:
             return
         await self._polled(self.fake.push_raw_update(update))
 
-    async def _polled(self, update: dict[str, object]) -> None:
-        """Wait until the service confirmed the update to Telegram (after storing it), so
-        the conversation happens in order."""
-
-        async def confirmed() -> bool:
-            offsets = [p.get("offset") for p in calls_to(self.fake, "getUpdates")]
-            return any(isinstance(o, int) and o > update["update_id"] for o in offsets)
-
-        await wait_until(confirmed, f"update {update['update_id']} to be confirmed")
+    async def _polled(self, update: dict[str, Any]) -> None:
+        # Confirmed to Telegram means stored: the conversation goes on in order.
+        await wait_for_offset_past(self.fake, update["update_id"])
 
 
 @pytest.mark.parametrize("telegram_mode", ["webhook", "polling"])

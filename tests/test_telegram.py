@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bot.channels.telegram import TelegramPoller
+from bot.channels.telegram import TelegramPoller, UnconfirmableBatch
 from bot.storage.models import (
     Contact,
     Conversation,
@@ -471,6 +471,11 @@ async def test_update_without_an_id_is_skipped(
     assert poller.offset == 500000402
     skipped = [e for e in captured_logs.entries() if e["event"] == "telegram_update_without_id"]
     assert [set(e) for e in skipped] == [{"at", "level", "logger", "event"}] * 2
+    # A batch with nothing to confirm fails its round, so run() backs off instead of asking
+    # again at once for the very same batch.
+    with pytest.raises(UnconfirmableBatch):
+        await poller.take_batch([{"message": UNPARSEABLE}])
+    assert poller.offset == 500000402
 
 
 @pytest.mark.parametrize(
