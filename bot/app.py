@@ -18,11 +18,11 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from telegram import Bot
 from telegram.error import TelegramError
 
 from bot.channels.sms import STATUS_PATH, TwilioSender, TwilioWebhooks
 from bot.channels.telegram import (
+    PollingBot,
     TelegramPoller,
     TelegramSender,
     TelegramWebhook,
@@ -64,7 +64,8 @@ class Services:
     spool: Spool
     escalation: EscalationDeps
     senders: dict[str, Sender] = field(default_factory=dict)
-    telegram_bot: Bot | None = None
+    telegram_bot: PollingBot | None = None
+    telegram_poller: TelegramPoller | None = None  # polling mode only; readyz asks it
     scheduler: AsyncIOScheduler | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -166,7 +167,8 @@ async def _telegram(app: web.Application) -> AsyncIterator[None]:
     if settings.telegram.mode == "webhook":
         task = register_webhook(bot, settings.server.public_url, settings.telegram)
     else:
-        task = TelegramPoller(bot, services.intake, services.clock).run()
+        services.telegram_poller = TelegramPoller(bot, services.intake, services.clock)
+        task = services.telegram_poller.run()
     services.tasks.append(asyncio.create_task(task, name=f"telegram-{settings.telegram.mode}"))
     log.info("channel_enabled", extra={"channel": "telegram", "mode": settings.telegram.mode})
     yield
@@ -174,6 +176,7 @@ async def _telegram(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
     await asyncio.gather(*services.tasks, return_exceptions=True)
     services.tasks.clear()
+    services.telegram_poller = None
     with contextlib.suppress(TelegramError):
         await bot.shutdown()
 
@@ -213,4 +216,7 @@ async def readyz(request: web.Request) -> web.Response:
         checks["database"] = False
     checks["spool_empty"] = len(services.spool) == 0
     ready = checks["outbox_worker"] and checks["writer"] and checks["database"]
+    if services.telegram_poller is not None:  # a webhook has no loop of ours to fail
+        checks["telegram"] = services.telegram_poller.healthy
+        ready = ready and checks["telegram"]
     return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)

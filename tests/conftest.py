@@ -4,9 +4,12 @@ a controllable clock, and the real app under aiohttp's test client."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import os
 import tomllib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +24,7 @@ from bot.app import SERVICES, Services, create_app
 from bot.config import Settings, parse_settings
 from bot.crypto import generate_key
 from bot.domain import OutboxStatus
+from bot.logs import QUIET_LOGGERS, configure_logging
 from bot.storage.models import Outbox
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.twilio_api import FakeTwilio
@@ -267,3 +271,58 @@ def start_service(
         return Service(client, clock)
 
     return start
+
+
+@dataclass
+class CapturedLogs:
+    """What logging wrote while a test ran.
+
+    ``output`` is what the production handler wrote: JSON lines, one a record. ``seen`` holds
+    each record as a plain handler beside it would print it (message, arguments and
+    traceback), since a record must carry nothing whichever handler it reaches.
+    """
+
+    output: io.StringIO
+    seen: list[str]
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.output.getvalue().splitlines()]
+
+    def everything(self) -> str:
+        return self.output.getvalue() + "\n".join(self.seen)
+
+
+class _PlainCapture(logging.Handler):
+    def __init__(self, seen: list[str]) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self._seen = seen
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._seen.append(f"{self.format(record)} args={record.args!r}")
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[CapturedLogs]:
+    """Logging switched on by `configure_logging`, as `python -m bot run` does, with the
+    production handler writing to a buffer, and the libraries opened up to DEBUG so that
+    every record they can make is made."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogRecordFactory())
+    library_levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    configure_logging("DEBUG")
+    output = io.StringIO()
+    [production] = root.handlers
+    assert isinstance(production, logging.StreamHandler)
+    production.setStream(output)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    captured = CapturedLogs(output, [])
+    root.addHandler(_PlainCapture(captured.seen))
+    yield captured
+    handlers, level, factory = saved
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.setLogRecordFactory(factory)
+    for name, library_level in library_levels.items():
+        logging.getLogger(name).setLevel(library_level)

@@ -82,6 +82,18 @@ def load_telegram_update(
     return update
 
 
+def unparseable_telegram_update(
+    *, update_id: int, chat_id: int, text: str, first_name: str
+) -> dict[str, Any]:
+    """A private text message that python-telegram-bot cannot parse (its ``date`` is not a
+    number) but that carries a text, a chat id and a name, as a leaking log would show."""
+    update = load_telegram_update("text_message", update_id=update_id, chat_id=chat_id, text=text)
+    message = update["message"]
+    message["date"] = "yesterday"
+    message["from"]["first_name"] = message["chat"]["first_name"] = first_name
+    return update
+
+
 def _message_of(update: dict[str, Any]) -> dict[str, Any]:
     for kind in _MESSAGE_KINDS:
         if kind in update:

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 import pytest
+from telegram import Bot
 
 from bot.crypto import Cipher, DecryptError, generate_key
-from bot.logs import JsonFormatter, quiet_libraries
+from bot.logs import REDACTED_EVENT
 from bot.storage.models import Contact, Conversation, Message, Outbox
 from schedules.retention import purge_job
-from tests.conftest import Service
-from tests.fixtures import CONTACT_NUMBER, TELEGRAM_CONTACT_ID
+from tests.conftest import WEBHOOK_SECRET, Service
+from tests.fakes.telegram_api import FakeTelegram
+from tests.fixtures import (
+    CONTACT_NUMBER,
+    TELEGRAM_CONTACT_ID,
+    TELEGRAM_TOKEN,
+    load_telegram_update,
+    unparseable_telegram_update,
+)
 from tests.test_sms_flow import wait_until_sent
+from tests.test_telegram import wait_for_offset_past, wait_until
 
 SECRET_TEXT = "Maria at the Lakeview motel room 12"
+SECOND_CHAT = 700000145
+UNPARSEABLE_CHAT = 700000177
 
 
 def raw_database(svc: Service) -> bytes:
@@ -61,46 +72,101 @@ async def test_sent_outbox_rows_keep_no_address_or_body(start_service, fake_twil
     assert row.address_enc is None and row.body_enc is None and row.message_id is not None
 
 
-@pytest.fixture
-def captured_logs():
-    """Every record any logger emits at any level, formatted as production formats it."""
-    records: list[str] = []
-    formatter = JsonFormatter()
+class TelegramContact:
+    """A Telegram contact writing in, through whichever way the service takes updates in."""
 
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(formatter.format(record))
-            records.append(record.getMessage())
+    def __init__(self, svc: Service, fake: FakeTelegram, mode: str) -> None:
+        self.svc = svc
+        self.fake = fake
+        self.mode = mode
+        self._update_id = 600000000
 
-    handler = Capture(level=logging.DEBUG)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    quiet_libraries()
-    yield records
-    root.removeHandler(handler)
-    root.setLevel(old_level)
+    async def say(self, text: str, chat_id: int = TELEGRAM_CONTACT_ID) -> None:
+        self._update_id += 1
+        if self.mode == "webhook":
+            status, _ = await self.svc.telegram(text, chat_id=chat_id, update_id=self._update_id)
+            assert status == 200
+            return
+        update = load_telegram_update(
+            "text_message", update_id=self._update_id, chat_id=chat_id, text=text
+        )
+        await self._polled(self.fake.push_update(update))
+
+    async def say_unparseable(self, text: str, chat_id: int, first_name: str) -> None:
+        self._update_id += 1
+        update = unparseable_telegram_update(
+            update_id=self._update_id, chat_id=chat_id, text=text, first_name=first_name
+        )
+        if self.mode == "webhook":
+            response = await self.svc.client.post(
+                "/webhooks/telegram", json=update,
+                headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
+            )
+            assert response.status == 400
+            return
+        await self._polled(self.fake.push_raw_update(update))
+
+    async def _polled(self, update: dict[str, Any]) -> None:
+        # Confirmed to Telegram means stored: the conversation goes on in order.
+        await wait_for_offset_past(self.fake, update["update_id"])
 
 
+@pytest.mark.parametrize("telegram_mode", ["webhook", "polling"])
 async def test_logs_hold_no_text_or_address_for_a_whole_conversation(
-    start_service, fake_twilio, fake_telegram, captured_logs, clock
+    start_service, fake_twilio, fake_telegram, captured_logs, clock, telegram_mode
 ):
-    svc = await start_service(fake_twilio, telegram_api=fake_telegram)
+    svc = await start_service(fake_twilio, telegram_api=fake_telegram,
+                              telegram={"mode": telegram_mode})
+    contact = TelegramContact(svc, fake_telegram, telegram_mode)
     for body in (SECRET_TEXT, "2", "NOT SAFE", "he has a gun", "HELP", "STOP", "START",
                  "BORRAR"):
         await svc.sms(body)
-        await svc.telegram(body)
+        await contact.say(body)
+    await contact.say_unparseable(SECRET_TEXT, chat_id=UNPARSEABLE_CHAT, first_name="Marisol")
     fake_twilio.fail_next(500)
+    fake_telegram.fail_next(500)
     await svc.sms("retry me Lakeview", from_="+13145550188")
+    await contact.say("retry me Lakeview", chat_id=SECOND_CHAT)
+
+    async def both_failed_once() -> bool:
+        failed = {r.channel for r in await svc.all(Outbox) if r.last_error is not None}
+        return failed == {"sms", "telegram"}
+
+    await wait_until(both_failed_once, "a failed send on each channel")  # before time moves
     clock.advance(days=1)
     await fake_twilio.wait_for_messages(5)
-    await fake_telegram.wait_for_messages(5)
-    assert any("inbound_taken" in line for line in captured_logs)  # the capture works
-    joined = "\n".join(captured_logs)
+
+    async def second_chat_answered() -> bool:
+        return any(m.chat_id == SECOND_CHAT for m in fake_telegram.sent)
+
+    await wait_until(second_chat_answered, "the retried reply to the second Telegram chat")
+    entries = captured_logs.entries()
+    assert any(e["event"] == "inbound_taken" for e in entries)  # the capture works
+    assert any(e["logger"].startswith("telegram") for e in entries)  # libraries at DEBUG too
+    if telegram_mode == "polling":
+        assert any(e["event"] == "telegram_update_unparseable" for e in entries)
+    everything = captured_logs.everything()
     for needle in (CONTACT_NUMBER, CONTACT_NUMBER[2:], "+13145550188", str(TELEGRAM_CONTACT_ID),
-                   "Lakeview", "Maria", "immediate danger", "gun"):
-        assert needle not in joined, needle
+                   str(SECOND_CHAT), str(UNPARSEABLE_CHAT), "Lakeview", "Maria", "Marisol",
+                   "Alex", "immediate danger", "gun", TELEGRAM_TOKEN.partition(":")[2]):
+        assert needle not in everything, needle
+
+
+async def test_third_party_critical_log_carries_no_text(fake_telegram, captured_logs):
+    # PTB's own get_updates, on a batch it cannot parse, logs the raw batch at CRITICAL.
+    fake_telegram.push_raw_update(unparseable_telegram_update(
+        update_id=600000001, chat_id=UNPARSEABLE_CHAT, text=SECRET_TEXT, first_name="Marisol"
+    ))
+    async with Bot(TELEGRAM_TOKEN, base_url=fake_telegram.base_url) as bot:
+        with pytest.raises(TypeError):
+            await bot.get_updates(timeout=0)
+
+    [critical] = [e for e in captured_logs.entries() if e["level"] == "critical"]
+    assert critical == {"at": critical["at"], "level": "critical", "logger": "telegram.Bot",
+                        "event": REDACTED_EVENT, "exception": "TypeError"}
+    everything = captured_logs.everything()
+    for needle in (str(UNPARSEABLE_CHAT), "Lakeview", "Maria", "Marisol", "yesterday"):
+        assert needle not in everything, needle
 
 
 async def test_purge_removes_closed_conversations_past_retention(

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from bot.channels.telegram import TelegramPoller, UnconfirmableBatch
 from bot.storage.models import (
     Contact,
     Conversation,
@@ -25,13 +26,18 @@ from tests.conftest import (
     MONDAY_10AM,
     PUBLIC_URL,
     WEBHOOK_SECRET,
+    CapturedLogs,
     Clock,
     Service,
     StartService,
     example_config,
 )
 from tests.fakes.telegram_api import FakeTelegram, SentTelegram
-from tests.fixtures import TELEGRAM_CONTACT_ID, load_telegram_update
+from tests.fixtures import (
+    TELEGRAM_CONTACT_ID,
+    load_telegram_update,
+    unparseable_telegram_update,
+)
 
 T = TypeVar("T")
 
@@ -358,3 +364,168 @@ async def test_emergency_on_telegram_never_says_text_911(
     assert escalation.channel == "telegram"
     await fake_telegram.assert_no_more(1)
     assert_never_says_text_911(fake_telegram.sent)
+
+
+# --- polling survives any update -------------------------------------------------------------
+
+OTHER_CHAT_ID = 700000124
+UNPARSEABLE = {"chat_id": 700000177, "text": "Maria at the Lakeview motel", "first_name": "Marisol"}
+
+
+def push_unparseable(fake: FakeTelegram, update_id: int) -> dict[str, Any]:
+    return fake.push_raw_update(unparseable_telegram_update(update_id=update_id, **UNPARSEABLE))
+
+
+async def wait_for_offset_past(fake: FakeTelegram, update_id: int) -> None:
+    """Wait for a getUpdates that confirms ``update_id`` (an offset above it)."""
+
+    async def confirmed() -> bool:
+        offsets = [p.get("offset") for p in calls_to(fake, "getUpdates")]
+        return any(isinstance(offset, int) and offset > update_id for offset in offsets)
+
+    await wait_until(confirmed, f"a getUpdates with an offset past {update_id}")
+
+
+def assert_logged_by_id_only(logs: CapturedLogs, update_id: int) -> None:
+    """The unparseable update left one record, holding its id and nothing of its content."""
+    entries = logs.entries()
+    [skipped] = [e for e in entries if e.get("event") == "telegram_update_unparseable"]
+    assert skipped == {"at": skipped["at"], "level": "warning", "logger": "bot.channels.telegram",
+                       "event": "telegram_update_unparseable", "update_id": update_id}
+    everything = logs.everything()
+    for needle in (str(UNPARSEABLE["chat_id"]), "Lakeview", "Maria", "Marisol", "yesterday"):
+        assert needle not in everything, needle
+
+
+async def readyz(service: Service) -> tuple[int, dict[str, Any]]:
+    response = await service.client.get("/readyz")
+    return response.status, await response.json()
+
+
+async def test_unparseable_update_is_skipped_and_polling_goes_on(
+    start_polling: Callable[[FakeTelegram], Awaitable[Service]],
+    fake_telegram: FakeTelegram,
+    captured_logs: CapturedLogs,
+) -> None:
+    service = await start_polling(fake_telegram)
+
+    fake_telegram.push_update(load_telegram_update("text_message", update_id=500000201))
+    bad = push_unparseable(fake_telegram, 500000202)
+    fake_telegram.push_update(
+        load_telegram_update("text_message", update_id=500000203, chat_id=OTHER_CHAT_ID)
+    )
+
+    sent = await fake_telegram.wait_for_messages(2)
+    assert sorted(m.chat_id for m in sent) == sorted([TELEGRAM_CONTACT_ID, OTHER_CHAT_ID])
+    assert all(m.text == first_contact_during_hours("en") for m in sent)
+    await wait_for_offset_past(fake_telegram, 500000203)
+    assert fake_telegram.pending_updates == []
+    assert sorted(e.provider_id for e in await service.all(ProviderEvent)) == [
+        "500000201", "500000203"
+    ]
+    assert_logged_by_id_only(captured_logs, bad["update_id"])
+    status, body = await readyz(service)
+    assert (status, body["telegram"]) == (200, True)
+
+
+async def test_skipped_update_is_not_fetched_again_after_a_restart(
+    start_polling: Callable[[FakeTelegram], Awaitable[Service]],
+    fake_telegram: FakeTelegram,
+    captured_logs: CapturedLogs,
+) -> None:
+    first = await start_polling(fake_telegram)
+    fake_telegram.push_update(load_telegram_update("text_message", update_id=500000301))
+    await fake_telegram.wait_for_messages(1)
+    # Last in its batch, so no later update's id can carry the offset past it.
+    bad = push_unparseable(fake_telegram, 500000302)
+    await wait_for_offset_past(fake_telegram, 500000302)
+    await first.client.close()
+    polls_before = len(calls_to(fake_telegram, "getUpdates"))
+
+    second = await start_polling(fake_telegram)
+    fake_telegram.push_update(
+        load_telegram_update("text_message", update_id=500000303, chat_id=OTHER_CHAT_ID)
+    )
+
+    [_, reply] = await fake_telegram.wait_for_messages(2)
+    assert reply.chat_id == OTHER_CHAT_ID
+    await wait_for_offset_past(fake_telegram, 500000303)
+    assert len(calls_to(fake_telegram, "getUpdates")) > polls_before  # the new app polled
+    assert_logged_by_id_only(captured_logs, bad["update_id"])  # once, by the first app only
+    assert [e.provider_id for e in await second.all(ProviderEvent)] == ["500000301", "500000303"]
+
+
+async def test_update_without_an_id_is_skipped(
+    service: Service, fake_telegram: FakeTelegram, captured_logs: CapturedLogs
+) -> None:
+    # Telegram's getUpdates cannot hand out an update without an id (nor can the fake, which
+    # confirms by id), so the poller takes this batch straight from the test.
+    poller = TelegramPoller(service.services.telegram_bot, service.services.intake, service.clock)
+    good = load_telegram_update("text_message", update_id=500000401)
+    entries: list[object] = [{"message": UNPARSEABLE}, "not an update", good]
+
+    await poller.take_batch(entries)
+
+    [reply] = await fake_telegram.wait_for_messages(1)
+    assert reply.chat_id == TELEGRAM_CONTACT_ID
+    assert poller.offset == 500000402
+    skipped = [e for e in captured_logs.entries() if e["event"] == "telegram_update_without_id"]
+    assert [set(e) for e in skipped] == [{"at", "level", "logger", "event"}] * 2
+    # A batch with nothing to confirm fails its round, so run() backs off instead of asking
+    # again at once for the very same batch.
+    with pytest.raises(UnconfirmableBatch):
+        await poller.take_batch([{"message": UNPARSEABLE}])
+    assert poller.offset == 500000402
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        # A 200 whose body has no "result": PTB raises KeyError, which no except clause for
+        # Telegram's errors catches. The other two are errors PTB knows.
+        pytest.param(200, "KeyError", id="ok-status-error-body"),
+        pytest.param(500, "NetworkError", id="server-error"),
+        pytest.param(409, "Conflict", id="conflict"),
+    ],
+)
+async def test_polling_restarts_after_a_crash_and_readyz_reports_it(
+    start_polling: Callable[[FakeTelegram], Awaitable[Service]],
+    fake_telegram: FakeTelegram,
+    captured_logs: CapturedLogs,
+    status: int,
+    error: str,
+) -> None:
+    fake_telegram.fail_next(status, "Internal error", method="getUpdates", times=2)
+    service = await start_polling(fake_telegram)
+
+    async def down() -> tuple[int, dict[str, Any]] | None:
+        answer = await readyz(service)
+        return answer if answer[0] == 503 else None
+
+    _, body = await wait_until(down, "readyz to report Telegram polling down")
+    assert body["telegram"] is False
+    assert body["database"] is True  # only the channel is down
+
+    fake_telegram.push_update(load_telegram_update("text_message", update_id=500000501))
+
+    [reply] = await fake_telegram.wait_for_messages(1, timeout=10)
+    assert reply.text == first_contact_during_hours("en")
+
+    async def up() -> tuple[int, dict[str, Any]] | None:
+        answer = await readyz(service)
+        return answer if answer[0] == 200 else None
+
+    _, body = await wait_until(up, "readyz to report Telegram polling up again")
+    assert body["telegram"] is True
+    failures = [e for e in captured_logs.entries()
+                if e["event"] in ("telegram_polling_crashed", "telegram_polling_error")]
+    assert [e["error"] for e in failures] == [error, error]
+
+
+async def test_webhook_mode_is_not_reported_down(
+    service: Service, fake_telegram: FakeTelegram
+) -> None:
+    status, body = await readyz(service)
+
+    assert status == 200
+    assert "telegram" not in body

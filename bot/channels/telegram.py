@@ -29,12 +29,16 @@ log = logging.getLogger(__name__)
 WEBHOOK_PATH = "/webhooks/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 POLL_TIMEOUT = timedelta(seconds=25)
+POLL_READ_MARGIN = timedelta(seconds=10)
+RESTART_BACKOFF_MIN = 1.0
+RESTART_BACKOFF_MAX = 30.0
+UNAUTHORIZED_PAUSE = 60.0
 MEDIA_FIELDS = ("photo", "video", "voice", "audio", "document", "sticker", "animation",
                 "video_note", "contact", "location")
 
 
-def make_bot(settings: TelegramSettings) -> Bot:
-    return Bot(settings.token.reveal(), base_url=settings.api_base_url)
+def make_bot(settings: TelegramSettings) -> PollingBot:
+    return PollingBot(settings.token.reveal(), base_url=settings.api_base_url)
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
@@ -142,56 +146,131 @@ async def register_webhook(bot: Bot, public_url: str, settings: TelegramSettings
             backoff = min(backoff * 2, 60.0)
 
 
-class TelegramPoller:
-    """Long polling inside our own loop, for coalitions with no public URL."""
+class PollingBot(Bot):
+    """A Bot that can fetch getUpdates' answer unparsed.
 
-    def __init__(self, bot: Bot, intake: Intake, clock: Callable[[], datetime]) -> None:
+    `Bot.get_updates` parses the whole batch at once, so one update PTB cannot read fails them
+    all (and PTB logs the raw batch, contents and all, at CRITICAL). PTB has no public way to
+    get the raw list: `do_api_request("getUpdates")` emits a PTBUserWarning, an error under our
+    warning filter, because `get_updates` exists. So this posts what `get_updates` posts,
+    through `Bot._post`: private, but the one method every Bot API call goes through, so it
+    is the least likely to change; if it did, the polling tests would fail, not pass quietly.
+    """
+
+    async def get_raw_updates(
+        self,
+        offset: int | None,
+        timeout: timedelta,  # noqa: ASYNC109 - how long Telegram holds the long poll
+        allowed_updates: list[str],
+    ) -> list[object]:
+        data = {"timeout": timeout, "offset": offset, "allowed_updates": allowed_updates}
+        # As get_updates does: the long poll's own timeout, plus the time to answer.
+        read_timeout = timeout.total_seconds() + POLL_READ_MARGIN.total_seconds()
+        result = await self._post("getUpdates", data, read_timeout=read_timeout)
+        if not isinstance(result, list):
+            raise TelegramError("getUpdates did not answer a list")
+        return result
+
+
+class UnconfirmableBatch(RuntimeError):
+    """getUpdates answered entries of which none had an update_id to confirm it by."""
+
+
+class TelegramPoller:
+    """Long polling inside our own loop, for coalitions with no public URL.
+
+    The offset moves past an update only once it is durably taken in, or deliberately skipped
+    because no retry could ever take it in (an update that cannot be parsed). Whatever stops a
+    round of polling, an outage or a crash, is logged by its type, reported by `healthy` until
+    a getUpdates succeeds again, and followed by a fresh start after a capped backoff.
+    """
+
+    def __init__(self, bot: PollingBot, intake: Intake, clock: Callable[[], datetime]) -> None:
         self._bot = bot
         self._intake = intake
         self._clock = clock
         self._offset: int | None = None
+        self._ready = False  # initialized, and the webhook deleted
+        self._healthy = True
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failure of polling until the next getUpdates succeeds."""
+        return self._healthy
+
+    @property
+    def offset(self) -> int | None:
+        return self._offset
 
     async def run(self) -> None:
-        backoff = 1.0
-        ready = False
-        while True:
-            try:
-                if not ready:  # Telegram may be unreachable at start: keep trying
-                    await self._bot.initialize()
-                    await self._bot.delete_webhook(drop_pending_updates=False)
-                    ready = True
-                updates = await self._bot.get_updates(
-                    offset=self._offset,
-                    timeout=POLL_TIMEOUT,
-                    read_timeout=POLL_TIMEOUT.total_seconds() + 10,
-                    allowed_updates=["message"],
-                )
-                for update in updates:
-                    await self._take(update)
-                backoff = 1.0
-            except asyncio.CancelledError:
-                raise
-            except RetryAfter as exc:
-                await asyncio.sleep(retry_after_seconds(exc))
-            except (InvalidToken, Forbidden):
-                log.error("telegram_polling_unauthorized")
-                await asyncio.sleep(60)
-            except (TelegramError, SpoolFailed) as exc:
-                log.warning("telegram_polling_error", extra={"error": type(exc).__name__})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-
-    async def _take(self, update: Update) -> None:
+        backoff = RESTART_BACKOFF_MIN
         try:
-            msg = parse_update(update, self._clock())
-        except ValueError:
-            log.warning("telegram_update_malformed")  # skipped: asking again cannot fix it
+            while True:
+                try:
+                    await self._poll()
+                    backoff = RESTART_BACKOFF_MIN
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except RetryAfter as exc:
+                    self._healthy = False
+                    await asyncio.sleep(retry_after_seconds(exc))
+                    continue
+                except (InvalidToken, Forbidden):
+                    log.error("telegram_polling_unauthorized")
+                    pause = UNAUTHORIZED_PAUSE
+                except (TelegramError, SpoolFailed, UnconfirmableBatch) as exc:
+                    log.warning("telegram_polling_error", extra={"error": type(exc).__name__})
+                    pause = backoff
+                except Exception as exc:  # a bug, or an answer PTB trips on: restart all the same
+                    log.error("telegram_polling_crashed", extra={"error": type(exc).__name__})
+                    pause = backoff
+                self._healthy = False
+                self._ready = False  # a restart starts from the beginning
+                await asyncio.sleep(pause)
+                backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+        finally:
+            self._healthy = False  # however the loop ends, nothing polls any more
+
+    async def _poll(self) -> None:
+        if not self._ready:  # Telegram may be unreachable at start: run() keeps trying
+            await self._bot.initialize()
+            await self._bot.delete_webhook(drop_pending_updates=False)
+            self._ready = True
+        entries = await self._bot.get_raw_updates(
+            offset=self._offset,
+            # After a failure, a short poll: readyz learns at once that Telegram answers again.
+            timeout=POLL_TIMEOUT if self._healthy else timedelta(0),
+            allowed_updates=["message"],
+        )
+        self._healthy = True
+        await self.take_batch(entries)
+
+    async def take_batch(self, entries: list[object]) -> None:
+        before = self._offset
+        for entry in entries:
+            await self._take(entry)
+        if entries and self._offset == before:
+            # Nothing in the batch could be confirmed: asking again at once would get the same
+            # batch back at once. Fail the round, so the next one waits out the backoff.
+            raise UnconfirmableBatch
+
+    async def _take(self, entry: object) -> None:
+        update_id = entry.get("update_id") if isinstance(entry, dict) else None
+        if not isinstance(update_id, int) or isinstance(update_id, bool):
+            log.warning("telegram_update_without_id")  # no id: nothing to confirm it by
+            return
+        try:
+            msg = parse_update(Update.de_json(entry, self._bot), self._clock())
+        except Exception:  # PTB trusts its input's shape; a malformed one can raise anything
+            # Skipped: asking again cannot fix it. Its id only: the content is the contact's.
+            log.warning("telegram_update_unparseable", extra={"update_id": update_id})
             msg = None
         if msg is not None:
             taken = await self._intake.take(msg)  # SpoolFailed: offset stays, asked again
             if taken is Taken.SPOOLED:
                 await self._fallback_reply(msg)
-        self._offset = update.update_id + 1
+        self._offset = max(self._offset or 0, update_id + 1)
 
     async def _fallback_reply(self, msg: InboundMessage) -> None:
         text = self._intake.fallback_text(msg)

@@ -151,8 +151,20 @@ class FakeTelegram:
         """Queue an update for getUpdates; an ``update_id`` is assigned if missing."""
         update = dict(update)
         update.setdefault("update_id", self._next_update_id)
-        self._next_update_id = max(self._next_update_id, update["update_id"] + 1)
         self._remember_chat(update)
+        return self._queue(update)
+
+    def push_raw_update(self, update: JsonDict) -> JsonDict:
+        """Queue an update exactly as given, however malformed its content: a ``message``
+        that is a string, a chat without ``id`` or ``type``, a ``date`` that is not a number.
+        Telegram never sends these, but a client must survive them. Only the ``update_id``
+        must be an int (assigned if missing), since getUpdates confirms by it."""
+        update = dict(update)
+        update.setdefault("update_id", self._next_update_id)
+        return self._queue(update)
+
+    def _queue(self, update: JsonDict) -> JsonDict:
+        self._next_update_id = max(self._next_update_id, update["update_id"] + 1)
         if self._is_allowed(update):
             self.pending_updates.append(update)
             self._updates_changed.fire()
