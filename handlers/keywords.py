@@ -8,6 +8,12 @@ Two different matching rules live here, on purpose:
   WHOLE message, after `normalize`. "please stop texting me" is a sentence, not an opt-out.
 * Emergency phrases match ANYWHERE in the message, on word boundaries (see `EmergencyMatcher`).
   Missing an emergency is worse than paging on-call for nothing, so that side over-triggers.
+
+Both sides fold the same way first: Unicode compatibility forms (NFKC), case, accents and
+apostrophe variants, and invisible format characters, which are tried both deleted and as a
+space. Only the emergency side also folds repeated letters ("heeelp"): a keyword is a
+command with side effects, read the same way as the carrier reads it, while a cry for help
+typed in a panic should be caught however it is spelled.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ class Keyword(enum.StrEnum):
     OPT_OUT = "opt_out"
     OPT_IN = "opt_in"
     HELP = "help"
+    INFO = "info"
     ERASE = "erase"
     EXIT = "exit"
     LANG_ES = "lang_es"
@@ -38,19 +45,37 @@ class Keyword(enum.StrEnum):
 # into a space plus a combining mark and split "can´t" into two words.
 _APOSTROPHES = str.maketrans(dict.fromkeys("\u2018\u2019\u201b\u02bc\u2032\u00b4`", "'"))
 
-# Invisible format characters that copy/paste and some keyboards slip into messages. Soft hyphen
-# and joiners sit inside words, so they are deleted; a zero-width space separates words, so it
-# becomes a real space.
-_INVISIBLES = str.maketrans({"\u00ad": None, "\u200c": None, "\u200d": None, "\u2060": None,
-                             "\ufeff": None, "\u200b": " "})
+# Invisible characters that copy/paste, keyboards and people hiding a word from a filter slip
+# into messages: every format character (Unicode category Cf, as of Unicode 15: soft hyphen,
+# zero-width space and joiners, bidi marks and isolates, word joiner, invisible operators,
+# BOM, tags, ...), plus the Hangul fillers, letters that draw nothing and are used the same
+# way. Written out as ranges so that importing stays cheap; a test checks them against the
+# running Python's unicodedata.
+_INVISIBLE = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u180e"
+    "\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufeff\uffa0"
+    "\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
+
+
+def _invisible_variants(text: str) -> tuple[str, ...]:
+    """`text` with its invisible characters deleted and, if it has any, also with each one
+    made a space. A zero-width space may stand inside a word ("he<ZWSP>lp") or between two
+    ("in<ZWSP>danger"), and which was meant cannot be told, so callers try both."""
+    if _INVISIBLE.search(text) is None:
+        return (text,)
+    return _INVISIBLE.sub("", text), _INVISIBLE.sub(" ", text)
 
 
 def _fold(text: str) -> str:
-    """Casefold and strip accents, keeping everything else (punctuation, spacing)."""
-    text = text.translate(_APOSTROPHES).translate(_INVISIBLES).casefold()
-    # NFKD splits "é" into "e" + combining accent and maps compatibility forms (full-width
-    # letters, ligatures) to plain ones. Dropping nonspacing (Mn) and enclosing (Me) marks removes
-    # the accents, and also the variation selector and keycap of the "1️⃣" emoji.
+    """Casefold, strip accents and delete invisible characters, keeping everything else
+    (punctuation, spacing)."""
+    text = _INVISIBLE.sub("", text.translate(_APOSTROPHES)).casefold()
+    # NFKD is NFKC's compatibility mapping (full-width letters, ligatures, mathematical
+    # letters to plain ones) with accents left decomposed: "é" is "e" + combining accent.
+    # Dropping nonspacing (Mn) and enclosing (Me) marks removes the accents, and also the
+    # variation selector and keycap of the "1️⃣" emoji.
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Me"))
     # Casefold again: a few compatibility characters decompose to capitals (e.g. "ℌ" -> "H").
@@ -68,6 +93,7 @@ def normalize(text: str) -> str:
     to one space, and whitespace plus Unicode punctuation (category P*: . ! ? ¡ ¿ # ) and so on)
     removed from both ends. Internal punctuation stays: "not-safe" keeps its hyphen.
     Emoji and other symbols are NOT punctuation and stay: "STOP 🛑" is not "stop".
+    Invisible characters are deleted (`match_keyword` also tries them as spaces).
     """
     collapsed = " ".join(_fold(text).split())
     start, end = 0, len(collapsed)
@@ -88,7 +114,9 @@ _KEYWORDS = _table({
     Keyword.OPT_OUT: ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
                       "OPTOUT", "PARAR", "BASTA", "ALTO"),
     Keyword.OPT_IN: ("START", "UNSTOP"),
-    Keyword.HELP: ("HELP", "INFO", "AYUDA"),
+    # HELP and AYUDA may mean "I need help" and are emergencies too; INFO only asks.
+    Keyword.HELP: ("HELP", "AYUDA"),
+    Keyword.INFO: ("INFO",),
     Keyword.ERASE: ("DELETE", "BORRAR"),
     Keyword.EXIT: ("EXIT", "SALIR"),
     Keyword.LANG_ES: ("ES", "ESPAÑOL", "ESPANOL"),
@@ -103,12 +131,19 @@ _OPT_IN_WHEN_OPTED_OUT = _table({Keyword.OPT_IN: ("YES", "SI", "SÍ")})
 
 
 def match_keyword(text: str, opted_out: bool) -> Keyword | None:
-    """The keyword the whole message is, or None. `opted_out` enables YES/SI as opt-in."""
-    word = normalize(text)
-    keyword = _KEYWORDS.get(word)
-    if keyword is None and opted_out:
-        keyword = _OPT_IN_WHEN_OPTED_OUT.get(word)
-    return keyword
+    """The keyword the whole message is, or None. `opted_out` enables YES/SI as opt-in.
+
+    An invisible character counts either way: "HE<ZWSP>LP" is HELP, "NOT<ZWSP>SAFE" is
+    NOT SAFE. Repeated letters are not folded: "STOPP" is not STOP.
+    """
+    for variant in _invisible_variants(text):
+        word = normalize(variant)
+        keyword = _KEYWORDS.get(word)
+        if keyword is None and opted_out:
+            keyword = _OPT_IN_WHEN_OPTED_OUT.get(word)
+        if keyword is not None:
+            return keyword
+    return None
 
 
 _INTAKE_ANSWERS = {
@@ -132,10 +167,23 @@ _WORD = r"[^\W_]"
 _GAP = r"[\W_]+"
 
 
-def _emergency_fold(text: str) -> str:
-    # Apostrophes are deleted on both sides, which makes them optional: "can't", "can’t" and
-    # "cant" all become "cant".
+# A run of one letter (not digit) repeated: "eee" in "heeelp".
+_REPEATED_LETTER = re.compile(r"([^\W\d_])\1+")
+# Symbols that are a word of their own: the squared SOS emoji is a cry for help.
+_SYMBOL_WORDS = str.maketrans({"\U0001f198": " sos "})
+
+
+def _word_fold(text: str) -> str:
+    # Apostrophes are deleted, which makes them optional: "can't", "can’t" and "cant" all
+    # become "cant".
     return _fold(text).replace("'", "")
+
+
+def _emergency_fold(text: str) -> str:
+    # Each run of one letter becomes a single letter, in phrases and messages alike, so
+    # "heeelp" and "helppp" read "help" and "kill" reads "kil". Digits are left alone:
+    # "9111" must not read "911".
+    return _REPEATED_LETTER.sub(r"\1", _word_fold(text.translate(_SYMBOL_WORDS)))
 
 
 class EmergencyMatcher:
@@ -146,8 +194,15 @@ class EmergencyMatcher:
     * A phrase matches on word boundaries only: "kill" matches "he will kill me!" but not
       "skills"; "911" matches "call 911" but not "9115".
     * Case- and accent-insensitive in both directions ("peligro" matches "PELIGRÓ" and a
-      configured "ayúdenme" matches "ayudenme").
+      configured "ayúdenme" matches "ayudenme"), after Unicode compatibility normalisation
+      (NFKC): full-width "ＨＥＬＰ" and mathematical "𝐡𝐞𝐥𝐩" are "help".
     * Apostrophes are optional: "can't leave" matches "cant leave", "can’t leave".
+    * Repeated letters count once, in the phrase and in the message: "help me" matches
+      "heeelp meee" and "helppp me"; "kill" matches "kil" (and "skills" still does not
+      match). Digits are never folded: "911" does not match "9111".
+    * Invisible characters (zero-width space, soft hyphen, joiners, bidi marks, ...) count
+      both as nothing and as a space: "he<ZWSP>lp me" and "in<ZWSP>danger" both match.
+    * The 🆘 emoji reads as the word "sos".
     * Between the words of a phrase, any run of spaces, newlines or punctuation is accepted:
       "in danger" matches "in\\ndanger" and "in... danger"; "9-1-1" matches "9 1 1".
     * No stemming and no fuzzy matching: "kill" does not match "killed". Variants belong in the
@@ -155,7 +210,8 @@ class EmergencyMatcher:
       unless "9-1-1" (or "9 1 1") is also configured. It DOES match "555-911-2345"; that
       over-trigger is accepted.
 
-    All phrases are compiled into one regular expression at construction time.
+    All phrases are compiled into one regular expression at construction time, and a message
+    is searched once (twice when it holds an invisible character).
     """
 
     def __init__(self, phrases: Iterable[str]) -> None:
@@ -180,10 +236,12 @@ class EmergencyMatcher:
     def matches(self, text: str) -> bool:
         if self._pattern is None:
             return False
-        return self._pattern.search(_emergency_fold(text)) is not None
+        pattern = self._pattern
+        return any(pattern.search(_emergency_fold(variant)) is not None
+                   for variant in _invisible_variants(text))
 
 
-# Language guess for a first message. Words are compared after _emergency_fold, so they are
+# Language guess for a first message. Words are compared after _word_fold, so they are
 # written here without accents or apostrophes. Words common to both languages or too short to
 # tell ("no", "si", "me", "a", "ok") are in neither set. "en" is left out as well because "EN"
 # on its own is the switch-to-English keyword.
@@ -226,7 +284,7 @@ def looks_spanish(text: str) -> bool:
     lowered = unicodedata.normalize("NFC", text.casefold())
     spanish = len(_SPANISH_CHARS.intersection(lowered))
     english = 0
-    for word in re.findall(_WORD + "+", _emergency_fold(text)):
+    for word in re.findall(_WORD + "+", _word_fold(text)):
         if word in _SPANISH_WORDS:
             spanish += 1
         elif word in _ENGLISH_WORDS:

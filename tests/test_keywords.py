@@ -65,7 +65,7 @@ def test_normalize(text: str, expected: str) -> None:
         ("START", Keyword.OPT_IN),
         ("unstop", Keyword.OPT_IN),
         ("HELP", Keyword.HELP),
-        ("info", Keyword.HELP),
+        ("info", Keyword.INFO),
         ("Ayuda", Keyword.HELP),
         ("DELETE", Keyword.ERASE),
         ("borrar", Keyword.ERASE),
