@@ -335,7 +335,7 @@ async def test_photo_caption_counts_media(service: Service, fake_telegram: FakeT
 async def test_spanish_first_message_answered_in_spanish(
     service: Service, fake_telegram: FakeTelegram
 ) -> None:
-    status, _ = await service.telegram("hola necesito ayuda")
+    status, _ = await service.telegram("hola necesito informacion")
 
     assert status == 200
     [reply] = await fake_telegram.wait_for_messages(1)
