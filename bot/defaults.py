@@ -4,15 +4,22 @@ A config `[emergency] en = [...]` or `es = [...]` REPLACES the matching list her
 add to it. An operator who wants to extend the defaults copies them into config first.
 
 Matching rules are in `handlers.keywords.EmergencyMatcher`: whole words, anywhere in the
-message, case-, accent- and apostrophe-insensitive, with no stemming. That is why the lists
-spell out variants ("kill", "killed", "killing"): nothing else will.
+message, case-, accent- and apostrophe-insensitive, invisible characters ignored, repeated
+letters counted once ("heeelp" is "help"), with no stemming. That is why the lists spell out
+variants ("kill", "killed", "killing") and common misspellings ("hlp", "aiuda"): nothing else
+will.
 
 These lists over-trigger on purpose. A message that matches is paged to on-call as an
-emergency. Paging a person for "this job is killing me" costs a few minutes of staff time;
-missing "he has a gun" from a survivor who could only send one text can cost a life. When in
-doubt, a phrase goes in. Phrases that are common in ordinary speech AND rarely mean danger are
-left out (for example plain "help me" or Spanish "no estoy seguro", which mostly means "I'm
-not sure"), because a queue where everything pages teaches staff to ignore pages.
+emergency. Paging a person for "this job is killing me" or "thanks for your help" costs a few
+minutes of staff time; missing "he has a gun" or "help me" from a survivor who could only
+send one text can cost a life. When in doubt, a phrase goes in. That includes plain cries for
+help: "help", "help me", "ayuda", "necesito ayuda" (issue 7 reversed the earlier choice to
+leave them out). The longer forms ("help me", "i need help") are listed although "help"
+already covers them, so that an operator who copies these lists and drops "help" keeps them.
+Phrases that are common in ordinary speech AND rarely mean danger are still left out (for
+example Spanish "no estoy seguro", which mostly means "I'm not sure", or a polite "I'm
+afraid"). tests/fixtures/emergency/ holds the corpus these lists must catch in full, the
+messages they must leave alone, and the over-triggers accepted on the way.
 
 Each phrase is lowercase. Accents and apostrophes are written naturally; they are normalized
 away before matching, so "ayúdenme" also matches "ayudenme" and "can't" also matches "cant".
@@ -24,6 +31,8 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
     "en": (
         # Explicit calls for help / emergency services.
         "emergency",
+        "emergancy",
+        "emergensy",
         "sos",
         "mayday",
         "911",
@@ -40,6 +49,25 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
         "urgent help",
         "come get me",
         "come find me",
+        "send help",
+        "send someone",
+        "call the cops",
+        "call cops",
+        # Plain cries for help, with text-speak and the misspellings of a hurried thumb.
+        "help",
+        "help me",
+        "please help",
+        "plz help",
+        "pls help",
+        "i need help",
+        "need help",
+        "someone help",
+        "somebody help",
+        "halp",
+        "hlp",
+        "hepl",
+        "hlep",
+        "s.o.s",
         # Immediate danger and fear.
         "in danger",
         "danger",
@@ -51,6 +79,13 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
         "fear for my life",
         "i'm scared",
         "i am scared",
+        "scared",
+        "scard",
+        "so afraid",
+        "very afraid",
+        "afraid of him",
+        "afraid of them",
+        "frightened",
         "terrified",
         "he's coming",
         "she's coming",
@@ -60,11 +95,17 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
         "following me",
         "i'm hiding",
         "hiding from",
+        "don't know where i am",
+        "where they took me",
         # Confinement and control: the core of trafficking situations.
         "can't leave",
         "cannot leave",
         "can not leave",
         "not allowed to leave",
+        "not allowed to go",
+        "not allowed out",
+        "can't go home",
+        "won't let me out",
         "won't let me leave",
         "won't let me go",
         "can't get out",
@@ -74,6 +115,9 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
         "locked up",
         "locked me in",
         "locked me up",
+        "lock me in",
+        "lock us in",
+        "locked us in",
         "trapped",
         "kidnapped",
         "kidnap",
@@ -88,10 +132,36 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
         "took my papers",
         "took my documents",
         "took my id",
+        "took my phone",
+        "passport",
+        "trafficked",
+        "trafficed",
+        "being trafficked",
+        "trafficking victim",
+        "victim of trafficking",
+        "trafficker",
+        "pimp",
         "sold me",
         "selling me",
         "forcing me",
         "forced me",
+        "force me",
+        "forces me",
+        "forced to",
+        "make me work",
+        "makes me work",
+        "making me work",
+        "sleep with men",
+        "have sex with",
+        # Threats that keep people in place.
+        "hurt my family",
+        "hurt my kids",
+        "deport me",
+        "deported",
+        "call immigration",
+        "call ice",
+        "threaten",
+        "threatens",
         # Weapons and violence.
         "gun",
         "has a gun",
@@ -115,9 +185,15 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
         "hurts me",
         "hit me",
         "hitting me",
+        "hits me",
+        "hit us",
+        "hurt us",
+        "hurting us",
         "beat me",
         "beating me",
         "beats me",
+        "beat us",
+        "beating us",
         "beat up",
         "attacked",
         "assaulted",
@@ -158,6 +234,22 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
         "llama a la policía",
         "ayúdenme",
         "ayúdame",
+        "ayúdeme",
+        "ayúdanos",
+        "ayúdennos",
+        "ayudarme",
+        "me ayude",
+        "me ayuden",
+        "me pueden ayudar",
+        "me puedes ayudar",
+        "me puede ayudar",
+        "ayuda",
+        "necesito ayuda",
+        "aiuda",
+        "alluda",
+        "sálvame",
+        "sálvenme",
+        "rescátenme",
         "ayuda urgente",
         "ayuda ya",
         "ayuda ahora",
@@ -165,6 +257,7 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
         "vengan por mí",
         "ven por mí",
         "vengan a buscarme",
+        "llamar a la policía",
         # Peligro inmediato y miedo.
         "peligro",
         "en peligro",
@@ -177,6 +270,9 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
         "me siguen",
         "estoy escondida",
         "estoy escondido",
+        "asustada",
+        "asustado",
+        "me persigue",
         # Encierro y control.
         "no puedo salir",
         "no me dejan salir",
@@ -203,6 +299,20 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
         "me quitaron mis papeles",
         "me quitaron mis documentos",
         "tiene mi pasaporte",
+        "pasaporte",
+        "me quitaron",
+        "tienen mis papeles",
+        "tiene mis papeles",
+        "tienen mis documentos",
+        "víctima de trata",
+        "me trajeron engañada",
+        "me trajeron engañado",
+        "me engañaron",
+        "engañada",
+        "me explotan",
+        "explotando",
+        "explotada",
+        "explotado",
         "me vendieron",
         "me obligan",
         "me obligaron",
@@ -229,6 +339,9 @@ DEFAULT_EMERGENCY_PHRASES: dict[str, tuple[str, ...]] = {
         "me amenaza",
         "me amenazan",
         "me amenazó",
+        "deportar",
+        "deportarme",
+        "la migra",
         "me violó",
         "me violaron",
         "violación",

@@ -204,11 +204,20 @@ class _Turn:
         if self.msg.channel != "sms":  # Twilio confirms START on SMS itself
             self._reply("optin_confirm")
 
-    def _help(self) -> None:
-        # "HELP" may mean "I need help": it answers with the hotlines and still queues.
+    def _info(self) -> ConversationRow:
+        # The service description, hotlines and opt-out words; the conversation still queues.
         conversation = self._ensure_conversation()
         self._store_inbound(conversation)
         self._reply("help")
+        return conversation
+
+    def _help(self) -> None:
+        # HELP / AYUDA may mean "I need help": the same answer as INFO, and an emergency too.
+        # That answer carries 911 and the hotline, so it stands in for the emergency text and
+        # counts as one for the 10-minute limit: a "help me" right after gets no second text.
+        conversation = self._info()
+        conversation.last_emergency_reply_at = self.now
+        self._escalate(conversation, "keyword")
 
     def _quick_exit(self) -> None:
         conversation = self.open_conversation
@@ -344,6 +353,14 @@ class _Turn:
         self._reply("after_hours", next_opening=when)
 
     def _emergency(self, conversation: ConversationRow, trigger: str) -> None:
+        self._escalate(conversation, trigger)
+        last = conversation.last_emergency_reply_at
+        if last is None or self.now - last >= EMERGENCY_REPLY_INTERVAL:
+            conversation.last_emergency_reply_at = self.now
+            self._reply("emergency")
+
+    def _escalate(self, conversation: ConversationRow, trigger: str) -> None:
+        """Top of the queue, and an escalation that pages on-call, unless one is open."""
         self.outcome.emergency = True
         conversation.emergency = True
         conversation.priority = PRIORITY_EMERGENCY
@@ -359,10 +376,6 @@ class _Turn:
             conversation.save(self.conn)  # the sweep must see this as an emergency too
             open_escalation(self.session, self.deps.escalation, conversation.id,
                             self.msg.channel.value, trigger, self.now)
-        last = conversation.last_emergency_reply_at
-        if last is None or self.now - last >= EMERGENCY_REPLY_INTERVAL:
-            conversation.last_emergency_reply_at = self.now
-            self._reply("emergency")
 
     # --- building blocks --------------------------------------------------------------------
 
@@ -490,9 +503,10 @@ class _Turn:
         )
 
 
-_KEYWORD_ACTIONS: Mapping[Keyword, Callable[[_Turn], None]] = {
+_KEYWORD_ACTIONS: Mapping[Keyword, Callable[[_Turn], object]] = {
     Keyword.OPT_OUT: _Turn._opt_out,
     Keyword.HELP: _Turn._help,
+    Keyword.INFO: _Turn._info,
     Keyword.EXIT: _Turn._quick_exit,
     Keyword.ERASE: _Turn._erase,
     Keyword.LANG_ES: _Turn._to_spanish,

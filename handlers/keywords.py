@@ -8,6 +8,12 @@ Two different matching rules live here, on purpose:
   WHOLE message, after `normalize`. "please stop texting me" is a sentence, not an opt-out.
 * Emergency phrases match ANYWHERE in the message, on word boundaries (see `EmergencyMatcher`).
   Missing an emergency is worse than paging on-call for nothing, so that side over-triggers.
+
+Both sides fold the same way first: Unicode compatibility forms (NFKC), case, accents and
+apostrophe variants, and invisible format characters, which are tried both deleted and as a
+space. Only the emergency side also folds repeated letters ("heeelp"): a keyword is a
+command with side effects, read the same way as the carrier reads it, while a cry for help
+typed in a panic should be caught however it is spelled.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ class Keyword(enum.StrEnum):
     OPT_OUT = "opt_out"
     OPT_IN = "opt_in"
     HELP = "help"
+    INFO = "info"
     ERASE = "erase"
     EXIT = "exit"
     LANG_ES = "lang_es"
@@ -36,21 +43,55 @@ class Keyword(enum.StrEnum):
 # letter apostrophe (iOS in some locales), prime, and the acute accent / backtick that Spanish
 # keyboards produce. The acute accent must be mapped before NFKD, which would otherwise turn it
 # into a space plus a combining mark and split "can´t" into two words.
-_APOSTROPHES = str.maketrans(dict.fromkeys("\u2018\u2019\u201b\u02bc\u2032\u00b4`", "'"))
+_APOSTROPHE_VARIANTS = "\u2018\u2019\u201b\u02bc\u2032\u00b4`"
 
-# Invisible format characters that copy/paste and some keyboards slip into messages. Soft hyphen
-# and joiners sit inside words, so they are deleted; a zero-width space separates words, so it
-# becomes a real space.
-_INVISIBLES = str.maketrans({"\u00ad": None, "\u200c": None, "\u200d": None, "\u2060": None,
-                             "\ufeff": None, "\u200b": " "})
+# Invisible characters that copy/paste, keyboards and people hiding a word from a filter slip
+# into messages: every format character (Unicode category Cf, as of Unicode 15: soft hyphen,
+# zero-width space and joiners, bidi marks and isolates, word joiner, invisible operators,
+# BOM, tags, ...), plus the Hangul fillers, letters that draw nothing and are used the same
+# way. Written out so that importing stays cheap; a test checks them against the running
+# Python's unicodedata.
+_INVISIBLE_RANGES = (
+    (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F),
+    (0x0890, 0x0891), (0x08E2, 0x08E2), (0x115F, 0x1160), (0x180E, 0x180E), (0x200B, 0x200F),
+    (0x202A, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F), (0x3164, 0x3164), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD),
+    (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+)
+_INVISIBLES = "".join(chr(c) for first, last in _INVISIBLE_RANGES for c in range(first, last + 1))
+# As ranges: a class of 180 single characters is ten times slower to search.
+_INVISIBLE = re.compile(
+    "[" + "".join(f"{chr(first)}-{chr(last)}" for first, last in _INVISIBLE_RANGES) + "]"
+)
+
+# One translate pass each, before anything else: apostrophes made straight and invisible
+# characters deleted; for words inside a sentence also the squared SOS emoji made a word.
+_KEYWORD_CHARS = str.maketrans({**dict.fromkeys(_APOSTROPHE_VARIANTS, "'"),
+                                **dict.fromkeys(_INVISIBLES)})
+_SENTENCE_CHARS = str.maketrans({**dict.fromkeys(_APOSTROPHE_VARIANTS, "'"),
+                                 **dict.fromkeys(_INVISIBLES), "\U0001f198": " sos "})
 
 
-def _fold(text: str) -> str:
-    """Casefold and strip accents, keeping everything else (punctuation, spacing)."""
-    text = text.translate(_APOSTROPHES).translate(_INVISIBLES).casefold()
-    # NFKD splits "é" into "e" + combining accent and maps compatibility forms (full-width
-    # letters, ligatures) to plain ones. Dropping nonspacing (Mn) and enclosing (Me) marks removes
-    # the accents, and also the variation selector and keycap of the "1️⃣" emoji.
+def _invisible_variants(text: str) -> tuple[str, ...]:
+    """`text` with its invisible characters deleted and, if it has any, also with each one
+    made a space. A zero-width space may stand inside a word ("he<ZWSP>lp") or between two
+    ("in<ZWSP>danger"), and which was meant cannot be told, so callers try both."""
+    if _INVISIBLE.search(text) is None:
+        return (text,)
+    return _INVISIBLE.sub("", text), _INVISIBLE.sub(" ", text)
+
+
+def _fold(text: str, chars: dict[int, str | None] = _KEYWORD_CHARS) -> str:
+    """Map `chars` (by default: apostrophes made straight, invisible characters deleted),
+    casefold and strip accents, keeping everything else (punctuation, spacing)."""
+    text = text.translate(chars).casefold()
+    if text.isascii():
+        return text  # the common case, and nothing below would change it
+    # NFKD is NFKC's compatibility mapping (full-width letters, ligatures, mathematical
+    # letters to plain ones) with accents left decomposed: "é" is "e" + combining accent.
+    # Dropping nonspacing (Mn) and enclosing (Me) marks removes the accents, and also the
+    # variation selector and keycap of the "1️⃣" emoji.
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Me"))
     # Casefold again: a few compatibility characters decompose to capitals (e.g. "ℌ" -> "H").
@@ -68,6 +109,7 @@ def normalize(text: str) -> str:
     to one space, and whitespace plus Unicode punctuation (category P*: . ! ? ¡ ¿ # ) and so on)
     removed from both ends. Internal punctuation stays: "not-safe" keeps its hyphen.
     Emoji and other symbols are NOT punctuation and stay: "STOP 🛑" is not "stop".
+    Invisible characters are deleted (`match_keyword` also tries them as spaces).
     """
     collapsed = " ".join(_fold(text).split())
     start, end = 0, len(collapsed)
@@ -88,7 +130,9 @@ _KEYWORDS = _table({
     Keyword.OPT_OUT: ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
                       "OPTOUT", "PARAR", "BASTA", "ALTO"),
     Keyword.OPT_IN: ("START", "UNSTOP"),
-    Keyword.HELP: ("HELP", "INFO", "AYUDA"),
+    # HELP and AYUDA may mean "I need help" and are emergencies too; INFO only asks.
+    Keyword.HELP: ("HELP", "AYUDA"),
+    Keyword.INFO: ("INFO",),
     Keyword.ERASE: ("DELETE", "BORRAR"),
     Keyword.EXIT: ("EXIT", "SALIR"),
     Keyword.LANG_ES: ("ES", "ESPAÑOL", "ESPANOL"),
@@ -103,12 +147,19 @@ _OPT_IN_WHEN_OPTED_OUT = _table({Keyword.OPT_IN: ("YES", "SI", "SÍ")})
 
 
 def match_keyword(text: str, opted_out: bool) -> Keyword | None:
-    """The keyword the whole message is, or None. `opted_out` enables YES/SI as opt-in."""
-    word = normalize(text)
-    keyword = _KEYWORDS.get(word)
-    if keyword is None and opted_out:
-        keyword = _OPT_IN_WHEN_OPTED_OUT.get(word)
-    return keyword
+    """The keyword the whole message is, or None. `opted_out` enables YES/SI as opt-in.
+
+    An invisible character counts either way: "HE<ZWSP>LP" is HELP, "NOT<ZWSP>SAFE" is
+    NOT SAFE. Repeated letters are not folded: "STOPP" is not STOP.
+    """
+    for variant in _invisible_variants(text):
+        word = normalize(variant)
+        keyword = _KEYWORDS.get(word)
+        if keyword is None and opted_out:
+            keyword = _OPT_IN_WHEN_OPTED_OUT.get(word)
+        if keyword is not None:
+            return keyword
+    return None
 
 
 _INTAKE_ANSWERS = {
@@ -132,10 +183,43 @@ _WORD = r"[^\W_]"
 _GAP = r"[\W_]+"
 
 
-def _emergency_fold(text: str) -> str:
-    # Apostrophes are deleted on both sides, which makes them optional: "can't", "can’t" and
-    # "cant" all become "cant".
-    return _fold(text).replace("'", "")
+# A run of one letter (not digit) repeated: "ll" in "kill".
+_REPEATED_LETTER = re.compile(r"([^\W\d_])\1+")
+
+
+def _word_fold(text: str) -> str:
+    """`_fold` for words inside a sentence: 🆘 reads "sos", and apostrophes are deleted,
+    which makes them optional: "can't", "can’t" and "cant" all become "cant"."""
+    # Deleted after folding, as NFKD makes one of the full-width "＇".
+    return _fold(text, _SENTENCE_CHARS).replace("'", "")
+
+
+# The phrases as a trie of characters, so that the regex shares their common prefixes: with
+# some 300 phrases, a flat alternation tries every one at every position of the message, and
+# is several times slower. A space stands for the gap between two words (words never hold
+# one) and "" marks the end of a phrase.
+_Trie = dict[str, "_Trie"]
+_GAP_KEY = " "
+_END_KEY = ""
+
+
+def _trie_pattern(node: _Trie) -> str:
+    branches = [_char_pattern(key) + _trie_pattern(child)
+                for key, child in node.items() if key != _END_KEY]
+    if not branches:
+        return ""
+    if _END_KEY in node:  # a phrase may end here, or go on into a longer one
+        return f"(?:{'|'.join(branches)})?"
+    return branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+
+
+def _char_pattern(key: str) -> str:
+    # A letter stands for a run of itself: the phrase's runs are folded at construction and
+    # the message's in the search, with no pass over the message to fold them. Digits stay
+    # exact: "911" does not match "9111".
+    if key == _GAP_KEY:
+        return _GAP
+    return re.escape(key) if key.isdecimal() else re.escape(key) + "+"
 
 
 class EmergencyMatcher:
@@ -146,8 +230,15 @@ class EmergencyMatcher:
     * A phrase matches on word boundaries only: "kill" matches "he will kill me!" but not
       "skills"; "911" matches "call 911" but not "9115".
     * Case- and accent-insensitive in both directions ("peligro" matches "PELIGRÓ" and a
-      configured "ayúdenme" matches "ayudenme").
+      configured "ayúdenme" matches "ayudenme"), after Unicode compatibility normalisation
+      (NFKC): full-width "ＨＥＬＰ" and mathematical "𝐡𝐞𝐥𝐩" are "help".
     * Apostrophes are optional: "can't leave" matches "cant leave", "can’t leave".
+    * Repeated letters count once, in the phrase and in the message: "help me" matches
+      "heeelp meee" and "helppp me"; "kill" matches "kil" (and "skills" still does not
+      match). Digits are never folded: "911" does not match "9111".
+    * Invisible characters (zero-width space, soft hyphen, joiners, bidi marks, ...) count
+      both as nothing and as a space: "he<ZWSP>lp me" and "in<ZWSP>danger" both match.
+    * The 🆘 emoji reads as the word "sos".
     * Between the words of a phrase, any run of spaces, newlines or punctuation is accepted:
       "in danger" matches "in\\ndanger" and "in... danger"; "9-1-1" matches "9 1 1".
     * No stemming and no fuzzy matching: "kill" does not match "killed". Variants belong in the
@@ -155,35 +246,37 @@ class EmergencyMatcher:
       unless "9-1-1" (or "9 1 1") is also configured. It DOES match "555-911-2345"; that
       over-trigger is accepted.
 
-    All phrases are compiled into one regular expression at construction time.
+    All phrases are compiled into one regular expression at construction time, and a message
+    is searched once (twice when it holds an invisible character).
     """
 
     def __init__(self, phrases: Iterable[str]) -> None:
         if isinstance(phrases, str):
             # A bare string would be iterated letter by letter and match almost everything.
             raise TypeError("phrases must be an iterable of phrases, not a single string")
-        alternatives: list[str] = []
+        trie: _Trie = {}
         for phrase in phrases:
-            words = re.findall(_WORD + "+", _emergency_fold(phrase))
+            words = re.findall(_WORD + "+", _REPEATED_LETTER.sub(r"\1", _word_fold(phrase)))
             if not words:
                 raise ValueError(f"emergency phrase has no words to match: {phrase!r}")
-            pattern = _GAP.join(re.escape(word) for word in words)
-            if pattern not in alternatives:
-                alternatives.append(pattern)
+            node = trie
+            for key in _GAP_KEY.join(words):
+                node = node.setdefault(key, {})
+            node[_END_KEY] = {}
         self._pattern: re.Pattern[str] | None = None
-        if alternatives:
+        if trie:
             # An empty alternation would match every message; with no phrases, nothing matches.
-            self._pattern = re.compile(
-                rf"(?<!{_WORD})(?:{'|'.join(alternatives)})(?!{_WORD})"
-            )
+            self._pattern = re.compile(rf"(?<!{_WORD}){_trie_pattern(trie)}(?!{_WORD})")
 
     def matches(self, text: str) -> bool:
         if self._pattern is None:
             return False
-        return self._pattern.search(_emergency_fold(text)) is not None
+        pattern = self._pattern
+        return any(pattern.search(_word_fold(variant)) is not None
+                   for variant in _invisible_variants(text))
 
 
-# Language guess for a first message. Words are compared after _emergency_fold, so they are
+# Language guess for a first message. Words are compared after _word_fold, so they are
 # written here without accents or apostrophes. Words common to both languages or too short to
 # tell ("no", "si", "me", "a", "ok") are in neither set. "en" is left out as well because "EN"
 # on its own is the switch-to-English keyword.
@@ -226,7 +319,7 @@ def looks_spanish(text: str) -> bool:
     lowered = unicodedata.normalize("NFC", text.casefold())
     spanish = len(_SPANISH_CHARS.intersection(lowered))
     english = 0
-    for word in re.findall(_WORD + "+", _emergency_fold(text)):
+    for word in re.findall(_WORD + "+", _word_fold(text)):
         if word in _SPANISH_WORDS:
             spanish += 1
         elif word in _ENGLISH_WORDS:

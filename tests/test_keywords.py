@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import random
+import re
+import sys
+import unicodedata
+
 import pytest
 
 from bot.defaults import DEFAULT_EMERGENCY_PHRASES
@@ -65,7 +70,7 @@ def test_normalize(text: str, expected: str) -> None:
         ("START", Keyword.OPT_IN),
         ("unstop", Keyword.OPT_IN),
         ("HELP", Keyword.HELP),
-        ("info", Keyword.HELP),
+        ("info", Keyword.INFO),
         ("Ayuda", Keyword.HELP),
         ("DELETE", Keyword.ERASE),
         ("borrar", Keyword.ERASE),
@@ -109,6 +114,33 @@ def test_stop_inside_sentence_is_not_a_keyword(text: str) -> None:
 @pytest.mark.parametrize("text", ["stopping", "stops", "unstoppable", "s top", "helpful", "ends"])
 def test_keyword_inside_a_longer_word_is_not_a_keyword(text: str) -> None:
     assert match_keyword(text, opted_out=False) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("HE\u200bLP", Keyword.HELP),  # an invisible character inside the word
+        ("ST\u00adOP", Keyword.OPT_OUT),
+        ("\u202eAYUDA\u202c", Keyword.HELP),
+        ("NOT\u200bSAFE", Keyword.NOT_SAFE),  # ... or standing for the space
+        ("ＨＥＬＰ", Keyword.HELP),
+    ],
+)
+def test_keywords_fold_invisible_characters_either_way(text: str, expected: Keyword) -> None:
+    assert match_keyword(text, opted_out=False) == expected
+
+
+@pytest.mark.parametrize("text", ["STOPP", "HELPPP", "AYUDAAA", "infoo"])
+def test_keywords_do_not_fold_repeated_letters(text: str) -> None:
+    # A keyword is a command, read as the carrier reads it. "HELPPP" still escalates: it is
+    # a cry for help to the emergency matcher.
+    assert match_keyword(text, opted_out=False) is None
+
+
+def test_info_is_its_own_keyword_and_help_is_not_info() -> None:
+    assert match_keyword("INFO", opted_out=False) is Keyword.INFO
+    assert match_keyword("Help!", opted_out=False) is Keyword.HELP
+    assert match_keyword("¡Ayuda!", opted_out=False) is Keyword.HELP
 
 
 def test_internal_whitespace_is_collapsed() -> None:
@@ -278,6 +310,104 @@ def test_regex_metacharacters_in_phrases_are_literal() -> None:
 def test_matcher_accepts_any_iterable() -> None:
     matcher = EmergencyMatcher(phrase for phrase in ("gun", "knife"))
     assert matcher.matches("he has a knife") is True
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["heeelp meee", "helppp meee", "HEEELLLPPP ME", "hhelp mme", "heelp   me!!", "help me"],
+)
+def test_repeated_letters_count_once(text: str) -> None:
+    assert EmergencyMatcher(["help me"]).matches(text) is True
+
+
+def test_repeated_letters_fold_in_the_phrase_too() -> None:
+    # The same rule on both sides, so a phrase typed with a double letter still matches.
+    matcher = EmergencyMatcher(["kill", "socorro", "pleease help"])
+    for text in ("kil", "KIIILL", "socoro", "SOCORROOO", "please help", "plz", "pls help"):
+        assert matcher.matches(text) is (text not in ("plz", "pls help")), text
+
+
+@pytest.mark.parametrize("text", ["skills", "skkills", "kiln", "killed", "overkill"])
+def test_folding_repeats_keeps_word_boundaries(text: str) -> None:
+    assert EmergencyMatcher(["kill"]).matches(text) is False
+
+
+@pytest.mark.parametrize("text", ["9111", "99111", "room 9911", "call 9111"])
+def test_repeated_digits_are_not_folded(text: str) -> None:
+    assert EmergencyMatcher(["911"]).matches(text) is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "he\u200blp me",  # zero-width space inside a word
+        "help\u200bme",  # ... and between two words
+        "he\u00adlp me",  # soft hyphen
+        "h\u200de\u200cl\u2060p me",  # joiners and word joiner
+        "\ufeffhelp me",  # byte-order mark
+        "help\u200e me\u200f",  # bidi marks
+        "\u202ehelp me\u202c",  # right-to-left override
+        "\u2066help me\u2069",  # isolates
+        "he\u3164lp me",  # Hangul filler, a "letter" that draws nothing
+        "help\U000e0041 me",  # a tag character
+    ],
+)
+def test_invisible_characters_count_as_nothing_or_as_a_space(text: str) -> None:
+    assert EmergencyMatcher(["help me"]).matches(text) is True
+
+
+def test_every_format_character_is_invisible() -> None:
+    """Every Unicode Cf character this Python knows is in the written-out list (a newer
+    Unicode adds some: the list must follow)."""
+    missing = [
+        f"U+{code:04X}"
+        for code in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(code)) == "Cf"
+        and not EmergencyMatcher(["help"]).matches(f"he{chr(code)}lp")
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    "text", ["ＨＥＬＰ ＭＥ", "𝐡𝐞𝐥𝐩 𝐦𝐞", "𝓱𝓮𝓵𝓹 𝓶𝓮", "ⓗⓔⓛⓟ ⓜⓔ", "ｈｅｅｅｌｐ ｍｅ"]
+)
+def test_compatibility_forms_are_plain_letters(text: str) -> None:
+    assert EmergencyMatcher(["help me"]).matches(text) is True
+
+
+@pytest.mark.parametrize("text", ["🆘", "🆘🆘 please", "I'm 🆘"])
+def test_the_sos_emoji_reads_as_sos(text: str) -> None:
+    assert EmergencyMatcher(["sos"]).matches(text) is True
+    assert EmergencyMatcher(["help"]).matches(text) is False
+
+
+def test_shared_prefixes_match_like_separate_phrases() -> None:
+    """The phrases are compiled as a trie. Against a plain reference (one pattern a phrase,
+    over the text with runs of letters folded), random phrases over a small alphabet match
+    the same random texts."""
+    rng = random.Random(7)
+
+    def words(alphabet: str, most: int) -> str:
+        return " ".join("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4)))
+                        for _ in range(rng.randint(1, most)))
+
+    def reference(phrases: list[str], text: str) -> bool:
+        def fold(s: str) -> str:
+            return re.sub(r"([a-z])\1+", r"\1", s.lower().replace("'", ""))
+
+        folded = fold(text)
+        for phrase in phrases:
+            pattern = r"[\W_]+".join(re.findall(r"[a-z0-9]+", fold(phrase)))
+            if re.search(rf"(?<![a-z0-9]){pattern}(?![a-z0-9])", folded):
+                return True
+        return False
+
+    for _ in range(300):
+        phrases = [words("aab1", 3) for _ in range(rng.randint(1, 6))]
+        matcher = EmergencyMatcher(phrases)
+        for _ in range(20):
+            text = words("aAb1'-", 5).replace(" ", rng.choice([" ", "-", "!! ", "\n"]))
+            assert matcher.matches(text) is reference(phrases, text), (phrases, text)
 
 
 # --- default phrase lists --------------------------------------------------------------------

@@ -84,7 +84,7 @@ async def test_no_reply_ever_says_text_911(svc, fake_twilio):
 
 
 async def test_first_message_in_spanish_is_answered_in_spanish(svc, fake_twilio):
-    await svc.sms("Hola, necesito ayuda por favor")
+    await svc.sms("Hola, necesito información por favor")
     [sent] = await fake_twilio.wait_for_messages(1)
     assert sent.body.startswith("Gracias por escribirnos. " + ES["safety"])
     assert ES["intake_question"] in sent.body

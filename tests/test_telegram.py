@@ -335,13 +335,14 @@ async def test_photo_caption_counts_media(service: Service, fake_telegram: FakeT
     assert message.media_count == 1
     assert service.decrypt(message.body_enc) == PHOTO_CAPTION
     [reply] = await fake_telegram.wait_for_messages(1)
-    assert reply.text == first_contact_during_hours("en")
+    # The caption asks "... to ask for help?": a cry for help, so the emergency text.
+    assert reply.text == render("en", "emergency")
 
 
 async def test_spanish_first_message_answered_in_spanish(
     service: Service, fake_telegram: FakeTelegram
 ) -> None:
-    status, _ = await service.telegram("hola necesito ayuda")
+    status, _ = await service.telegram("hola necesito informacion")
 
     assert status == 200
     [reply] = await fake_telegram.wait_for_messages(1)
