@@ -91,6 +91,7 @@ class OutboxWorker:
         # slots: a hung provider holds only its own slots, and never another's rows.
         self._concurrency = concurrency
         self._in_flight: dict[str, int] = defaultdict(int)
+        self._backlog: set[str] = set()  # channels whose last claim left rows behind
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
@@ -132,7 +133,7 @@ class OutboxWorker:
             claimed: list[Claimed] = []
             if free:
                 try:
-                    claimed = await self._writer.run(
+                    claimed, self._backlog = await self._writer.run(
                         lambda session, free=free: self._claim(session, free), notify=False
                     )
                 except Exception as exc:  # database down: keep going, try again shortly
@@ -157,17 +158,23 @@ class OutboxWorker:
             and self._in_flight[channel] < self._concurrency
         }
 
-    def _claim(self, session: Session, free: Mapping[str, int]) -> list[Claimed]:
+    def _claim(
+        self, session: Session, free: Mapping[str, int]
+    ) -> tuple[list[Claimed], set[str]]:
+        """Rows to send, and the channels that filled every free slot (more may wait)."""
         now = self._clock()
         claimed: list[Claimed] = []
+        backlog = set()
         for channel, slots in free.items():
             rows, refused = outbox.claim(session, channel, slots, now, self._lease)
             claimed.extend(rows)
+            if len(rows) + len(refused) == slots:
+                backlog.add(channel)
             for row in refused:
                 # A page refused on one channel (that address opted out) still tries the
                 # person's other one.
                 fail_over_page(session, row, frozenset(self._senders), now)
-        return claimed
+        return claimed, backlog
 
     async def _deliver(self, row: Claimed) -> None:
         try:
@@ -227,10 +234,9 @@ class OutboxWorker:
         return unmatched[-1] if unmatched else None  # the oldest: sent first
 
     def _release(self, channel: str) -> None:
-        was_full = self._in_flight[channel] >= self._concurrency
         self._in_flight[channel] -= 1
-        if was_full:
-            self.wake()  # rows may be waiting for this slot
+        if channel in self._backlog:
+            self.wake()  # rows are waiting for this slot
 
     def _pause(self, channel: str, seconds: float) -> None:
         seconds = min(seconds, self._settings.retry_max_seconds)
