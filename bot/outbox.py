@@ -205,7 +205,9 @@ class OutboxWorker:
             raise
         except Exception as exc:
             # An unexpected error must not kill the worker; treat it as temporary.
-            log.exception("outbox_send_crashed", extra={"outbox": row.id})
+            # Its type only: a traceback's text may quote the message or the address.
+            log.error("outbox_send_crashed", extra={"outbox": row.id,
+                                                    "error": type(exc).__name__})
             await self._record(row, self._retry(row, type(exc).__name__, None, in_doubt=True))
         finally:
             self._release(row.channel)
