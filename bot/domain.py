@@ -42,6 +42,7 @@ class IntakeCategory(enum.StrEnum):
 class Direction(enum.StrEnum):
     INBOUND = "in"
     OUTBOUND = "out"
+    NOTE = "note"  # an internal note by staff: shown in the history, never sent
 
 
 class OutboxStatus(enum.StrEnum):

@@ -17,6 +17,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -95,6 +96,8 @@ class Conversation(Base):
     outcome: Mapped[str | None] = mapped_column(String(32))
     # Our own number the contact last wrote to: replies go out from it.
     origin: Mapped[str | None] = mapped_column(String(32))
+    # When staff first answered, for "time to first staff reply".
+    first_staff_reply_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Message(Base):
@@ -185,6 +188,8 @@ class Escalation(Base):
     acked_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolved_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    # What the person who resolved it wrote: staff words, encrypted all the same.
+    resolution_note_enc: Mapped[str | None] = mapped_column(Text)
 
 
 class Staff(Base):
@@ -199,8 +204,80 @@ class Staff(Base):
     telegram_enc: Mapped[str | None] = mapped_column(Text)
     telegram_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     totp_secret_enc: Mapped[str | None] = mapped_column(Text)
+    # Two-factor is on once the person has shown a code from the secret (enrolment).
+    totp_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The last TOTP time step used, so a code cannot be used twice.
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
+    sound_on: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConsoleSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its keyed hash is here."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"),
+                                          index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    # Passed the second step (TOTP or a recovery code), or no second step was asked.
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    client: Mapped[str] = mapped_column(String(120), default="")  # the browser, in brief
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class RecoveryCode(Base):
+    """One-time codes for when the authenticator is lost; only a keyed hash is kept."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"),
+                                          index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LoginFailure(Base):
+    """A failed sign-in, by keyed hash of the account name or of the client, for throttling
+    across processes. Old rows are deleted as new ones come."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class CannedReply(Base):
+    __tablename__ = "canned_replies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(80))
+    language: Mapped[str] = mapped_column(String(2))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConversationViewer(Base):
+    """Who has a conversation open right now: refreshed while the page is open."""
+
+    __tablename__ = "conversation_viewers"
+
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class OncallOverride(Base):
@@ -217,6 +294,10 @@ class AuditEntry(Base):
     """Who did what to which record, and when. Never message text or addresses."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_target", "target_type", "target_id"),
+        Index("ix_audit_log_actor", "actor_staff_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
