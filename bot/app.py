@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -30,16 +31,21 @@ from bot.channels.telegram import (
     register_webhook,
 )
 from bot.config import Settings
+from bot.console import create_console
+from bot.console.deps import ConsoleDeps
 from bot.crypto import Cipher
 from bot.intake import Intake
+from bot.notify import Notifier
 from bot.outbox import OutboxWorker, Sender
 from bot.spool import Spool
 from bot.storage.database import ensure_schema, make_engine
+from bot.storage.reader import Reader
 from bot.storage.writer import Writer
 from handlers.escalation import EscalationDeps
 from handlers.inbound import InboundDeps
 from handlers.keywords import EmergencyMatcher
 from handlers.replies import FirstReplies
+from handlers.staff_auth import AuthPolicy
 from schedules import register_jobs
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,8 @@ class Services:
     intake: Intake
     spool: Spool
     escalation: EscalationDeps
+    notifier: Notifier
+    reader: Reader
     senders: dict[str, Sender] = field(default_factory=dict)
     telegram_bot: PollingBot | None = None
     telegram_poller: TelegramPoller | None = None  # polling mode only; readyz asks it
@@ -78,10 +86,12 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     cipher = Cipher.from_env_value(settings.encryption_key.reveal())
     engine = make_engine(settings.database.url)
     writer = Writer(engine)
+    notifier = Notifier()
     senders: dict[str, Sender] = {}
     rates = {"sms": settings.sms.max_per_second, "telegram": settings.telegram.max_per_second}
     worker = OutboxWorker(writer, cipher, senders, rates, settings.outbox, clock)
-    writer.on_commit = worker.wake
+    notifier.on_outbox(worker.wake)
+    writer.on_commit = notifier.outbox
     enabled = {"sms": settings.sms.enabled, "telegram": settings.telegram.enabled}
     channels = frozenset(name for name, on in enabled.items() if on)
     escalation = EscalationDeps(
@@ -102,9 +112,11 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         first_replies=FirstReplies(settings.replies, settings.hours),
     )
     spool = Spool(settings.database.spool_dir, cipher)
-    intake = Intake(writer, deps, spool, clock, settings.database.write_timeout_seconds)
+    intake = Intake(writer, deps, spool, clock, settings.database.write_timeout_seconds,
+                    notifier)
     services = Services(
-        settings, clock, engine, cipher, writer, worker, intake, spool, escalation, senders
+        settings, clock, engine, cipher, writer, worker, intake, spool, escalation, notifier,
+        Reader(engine), senders,
     )
     if settings.telegram.enabled:
         services.telegram_bot = make_bot(settings.telegram)
@@ -117,6 +129,7 @@ def create_app(settings: Settings, clock: Clock = utc_now) -> web.Application:
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.add_subapp("/console", create_console(console_deps(services)))
     if settings.sms.enabled:
         sms = TwilioWebhooks(settings.sms, settings.server.public_url, services.intake,
                              services.writer, clock)
@@ -126,6 +139,26 @@ def create_app(settings: Settings, clock: Clock = utc_now) -> web.Application:
         app.router.add_routes(hook.routes())
     app.cleanup_ctx.extend([_database, _sms_sender, _telegram, _outbox, _scheduler])
     return app
+
+
+def console_deps(services: Services) -> ConsoleDeps:
+    settings = services.settings
+    policy = AuthPolicy(
+        secret=session_secret(settings),
+        idle=timedelta(minutes=settings.console.idle_timeout_minutes),
+        require_2fa=settings.console.require_2fa,
+    )
+    return ConsoleDeps(settings, services.clock, services.reader, services.writer,
+                       services.cipher, services.notifier, policy, services.escalation)
+
+
+def session_secret(settings: Settings) -> bytes:
+    """TRIAGE_SESSION_SECRET, or (when unset, as on a developer's machine) a key derived from
+    the oldest encryption key, which a rotation keeps: check-config warns about that."""
+    if settings.session_secret:
+        return settings.session_secret.reveal().encode()
+    oldest = settings.encryption_key.reveal().split(",")[-1].strip()
+    return hashlib.sha256(b"triage console sessions\x00" + oldest.encode()).digest()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

@@ -143,6 +143,13 @@ class EscalationSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    idle_timeout_minutes: int
+    require_2fa: str  # "admins" or "all"
+    staff_chat_id: str  # a Telegram chat told of new conversations (no content); "" for none
+
+
+@dataclass(frozen=True)
 class OutboxSettings:
     max_attempts: int
     retry_base_seconds: float
@@ -161,6 +168,7 @@ class Settings:
     oncall: Rota
     escalation: EscalationSettings
     outbox: OutboxSettings
+    console: ConsoleSettings
     emergency_phrases: Mapping[str, tuple[str, ...]]
     replies: Mapping[str, Mapping[str, str]]
     encryption_key: Secret
@@ -256,6 +264,7 @@ def parse_settings(
         oncall=_oncall(root.table("oncall"), hours),
         escalation=_escalation(root.table("escalation")),
         outbox=_outbox(root.table("outbox")),
+        console=_console(root.table("console")),
         emergency_phrases=_emergency(root.table("emergency")),
         replies=_replies(root.table("replies")),
         encryption_key=_required_secret(environ, "TRIAGE_ENCRYPTION_KEY"),
@@ -395,6 +404,20 @@ def _outbox(t: _Table) -> OutboxSettings:
         retry_base_seconds=t.number("retry_base_seconds", 2, minimum=0.01),
         retry_max_seconds=t.number("retry_max_seconds", 600, minimum=0.01),
         send_timeout_seconds=t.number("send_timeout_seconds", 15, minimum=0.1),
+    )
+
+
+def _console(t: _Table) -> ConsoleSettings:
+    require = t.str("require_2fa", "admins")
+    if require not in ("admins", "all"):
+        raise ConfigError(t.key("require_2fa"), 'must be "admins" or "all"')
+    chat = t.str("staff_chat_id", "")
+    if chat and not re.fullmatch(r"-?\d{1,20}", chat):
+        raise ConfigError(t.key("staff_chat_id"), "must be a Telegram chat id (a number)")
+    return ConsoleSettings(
+        idle_timeout_minutes=t.int("idle_timeout_minutes", 30, minimum=1, maximum=24 * 60),
+        require_2fa=require,
+        staff_chat_id=chat,
     )
 
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bot.domain import DuplicateMessage, InboundMessage, Language
+from bot.notify import Notifier
 from bot.spool import Spool
 from bot.storage.writer import Writer, WriterStopped
 from handlers.inbound import InboundDeps, take_in
@@ -48,7 +49,9 @@ class Intake:
         spool: Spool,
         clock: Callable[[], datetime],
         write_timeout: float,
+        notifier: Notifier,
     ) -> None:
+        self._notifier = notifier
         self._writer = writer
         self._deps = deps
         self._spool = spool
@@ -58,9 +61,11 @@ class Intake:
     async def take(self, msg: InboundMessage) -> Taken:
         now = self._clock()
         try:
-            await self._writer.run(
+            outcome = await self._writer.run(
                 lambda session: take_in(session, msg, self._deps, now), self._write_timeout
             )
+            self._notifier.conversation(outcome.conversation_id)
+            self._notifier.escalation(outcome.escalation_id)
             return Taken.STORED
         except DuplicateMessage:
             log.info("inbound_duplicate", extra={"channel": msg.channel.value})
@@ -94,10 +99,12 @@ class Intake:
                 self._spool.hold(path)
                 continue
             try:
-                await self._writer.run(
+                outcome = await self._writer.run(
                     lambda s, m=msg: take_in(s, m, self._deps, self._clock(), auto_reply=False),
                     self._write_timeout,
                 )
+                self._notifier.conversation(outcome.conversation_id)
+                self._notifier.escalation(outcome.escalation_id)
             except DuplicateMessage:
                 pass
             except DATABASE_DOWN as exc:

@@ -77,6 +77,7 @@ class InboundOutcome:
     new_conversation: bool = False
     replies: list[str] = field(default_factory=list)  # template keys, for logs and tests
     staff: bool = False
+    escalation_id: int | None = None  # opened by this message
 
 
 def take_in(
@@ -374,8 +375,9 @@ class _Turn:
         )
         if not already_open:
             conversation.save(self.conn)  # the sweep must see this as an emergency too
-            open_escalation(self.session, self.deps.escalation, conversation.id,
-                            self.msg.channel.value, trigger, self.now)
+            escalation = open_escalation(self.session, self.deps.escalation, conversation.id,
+                                         self.msg.channel.value, trigger, self.now)
+            self.outcome.escalation_id = escalation.id
 
     # --- building blocks --------------------------------------------------------------------
 
@@ -403,6 +405,8 @@ class _Turn:
         if self.open_conversation is not None:
             conversation = self.open_conversation
             conversation.last_inbound_at = self.now
+            if conversation.awaiting_since is None:
+                conversation.awaiting_since = self.now
             if self.msg.our_address:
                 conversation.origin = self.msg.our_address
             self.outcome.conversation_id = conversation.id
@@ -421,6 +425,7 @@ class _Turn:
             "closed_at": None,
             "outcome": None,
             "origin": self.msg.our_address,
+            "awaiting_since": self.now,
             **initial,
         }
         conversation_id = insert_row(self.conn, CONVERSATIONS, contact_id=contact.id,

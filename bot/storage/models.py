@@ -71,6 +71,7 @@ class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
         Index("ix_conversations_queue", "status", "priority", "opened_at"),
+        Index("ix_conversations_assigned", "assigned_to", "status"),
         Index("ix_conversations_contact", "contact_id", "id"),
     )
 
@@ -98,6 +99,9 @@ class Conversation(Base):
     origin: Mapped[str | None] = mapped_column(String(32))
     # When staff first answered, for "time to first staff reply".
     first_staff_reply_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The contact's oldest message staff have not answered yet (None once they have): the
+    # queue's "waiting" time and its order.
+    awaiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Message(Base):

@@ -87,6 +87,7 @@ class ConversationRow(_Tracked):
     closed_at: datetime | None
     outcome: str | None
     origin: str | None
+    awaiting_since: datetime | None
 
 
 # Statements are built once and run with parameters: building one per call (bind

@@ -110,6 +110,8 @@ def upgrade() -> None:
 
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("first_staff_reply_at", sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column("awaiting_since", sa.DateTime(), nullable=True))
+        batch_op.create_index("ix_conversations_assigned", ["assigned_to", "status"])
 
     with op.batch_alter_table("escalations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("resolution_note_enc", sa.Text(), nullable=True))
@@ -132,6 +134,8 @@ def downgrade() -> None:
         batch_op.drop_column("resolution_note_enc")
 
     with op.batch_alter_table("conversations", schema=None) as batch_op:
+        batch_op.drop_index("ix_conversations_assigned")
+        batch_op.drop_column("awaiting_since")
         batch_op.drop_column("first_staff_reply_at")
 
     with op.batch_alter_table("audit_log", schema=None) as batch_op:

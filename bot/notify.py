@@ -1,0 +1,112 @@
+"""The commit fan-out: once something is committed, whoever waits on it is told.
+
+Two kinds of listener:
+- the outbox worker, woken when a commit queued something to send;
+- the console's live views (server-sent events), told what changed (a conversation, an
+  escalation) so that a page reads again what it shows. A change carries a kind and a
+  number, never content: the page fetches the rest with the viewer's own rights.
+
+Everything here is called after the commit, by whoever ran the unit of work (the writer for
+the outbox, the intake and the console for changes), never from inside a unit: a batch can
+be rolled back and run again, and a listener must not hear of something that did not happen.
+In one process the fan-out is in memory. With several processes on one PostgreSQL
+database, a `Relay` carries the same calls to the other processes (LISTEN/NOTIFY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # "conversation" or "escalation"
+    id: int
+
+
+RESYNC = Change("resync", 0)  # a view fell behind: read everything again
+STREAM_BACKLOG = 256
+
+
+class Stream:
+    """One live view's queue of changes. It is bounded: a view that stops reading gets a
+    single RESYNC in place of what it missed, and holds no more memory than that."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Change] = asyncio.Queue(STREAM_BACKLOG)
+
+    def put(self, change: Change) -> None:
+        try:
+            self._queue.put_nowait(change)
+        except asyncio.QueueFull:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(RESYNC)
+
+    async def next(self, seconds: float) -> list[Change]:
+        """The changes since the last call, waiting up to `seconds` for one; [] if none."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                first = await self._queue.get()
+                changes = [first]
+                while not self._queue.empty():
+                    changes.append(self._queue.get_nowait())
+                return changes
+        return []
+
+
+class Relay(Protocol):
+    """Carries fan-out calls to other processes sharing the database."""
+
+    def outbox(self) -> None: ...
+
+    def changed(self, change: Change) -> None: ...
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._outbox_listeners: list[Callable[[], None]] = []
+        self._streams: set[Stream] = set()
+        self.relay: Relay | None = None
+
+    def on_outbox(self, listener: Callable[[], None]) -> None:
+        self._outbox_listeners.append(listener)
+
+    def outbox(self, relay: bool = True) -> None:
+        """A commit queued outbound messages."""
+        for listener in self._outbox_listeners:
+            listener()
+        if relay and self.relay is not None:
+            self.relay.outbox()
+
+    def changed(self, *changes: Change, relay: bool = True) -> None:
+        for change in changes:
+            for stream in self._streams:
+                stream.put(change)
+            if relay and self.relay is not None:
+                self.relay.changed(change)
+
+    def conversation(self, conversation_id: int | None) -> None:
+        if conversation_id is not None:
+            self.changed(Change("conversation", conversation_id))
+
+    def escalation(self, escalation_id: int | None) -> None:
+        if escalation_id is not None:
+            self.changed(Change("escalation", escalation_id))
+
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[Stream]:
+        stream = Stream()
+        self._streams.add(stream)
+        try:
+            yield stream
+        finally:
+            self._streams.discard(stream)
+
+    @property
+    def streams(self) -> int:
+        return len(self._streams)
