@@ -54,7 +54,7 @@ def filters(zone: ZoneInfo, clock: Callable[[], datetime]) -> dict[str, Callable
     return {
         "local": local,
         "waited": lambda since: waited(since, clock()),
-        "category": lambda key: CATEGORIES.get(key or "", "Not answered yet"),
+        "category": lambda key: CATEGORIES.get(key or "", "Not said yet"),
         "channel": lambda key: CHANNELS.get(key, key),
         "outcome": lambda key: OUTCOMES.get(key or "", key or ""),
         "language": lambda key: LANGUAGES.get(key, key),
