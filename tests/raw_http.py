@@ -13,14 +13,17 @@ from aiohttp.test_utils import TestClient
 Headers = Sequence[tuple[bytes, bytes]]
 
 
-async def raw_post(client: TestClient, path: str, headers: Headers, body: bytes) -> int:
-    """POST ``body`` with exactly ``headers`` (plus Host, Content-Length and Connection) to
-    the app behind ``client``; return the HTTP status it answered."""
+async def raw_post(
+    client: TestClient, target: str | bytes, headers: Headers, body: bytes
+) -> int:
+    """POST ``body`` to ``target`` (a path, and maybe a query, sent byte for byte) with
+    exactly ``headers`` (plus Host, Content-Length and Connection) to the app behind
+    ``client``; return the HTTP status it answered."""
     host, port = client.server.host, client.server.port
     assert port is not None
     reader, writer = await asyncio.open_connection(host, port)
     head = [
-        b"POST " + path.encode("ascii") + b" HTTP/1.1",
+        b"POST " + (target.encode("ascii") if isinstance(target, str) else target) + b" HTTP/1.1",
         b"Host: " + host.encode("ascii"),
         b"Connection: close",
         b"Content-Length: %d" % len(body),

@@ -30,6 +30,7 @@ from bot.channels.twilio_form import (
 from bot.channels.twilio_http import RedirectingTwilioHttpClient
 from bot.config import SmsSettings
 from bot.domain import Channel, InboundMessage, PermanentSendError, TemporarySendError
+from bot.http_errors import expect_handler
 from bot.intake import Intake, SpoolFailed, Taken
 from bot.storage.writer import Writer
 from handlers.delivery import record_delivery
@@ -72,7 +73,8 @@ class TwilioWebhooks:
         self._empty_twiml = str(MessagingResponse())  # the usual answer, built once
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(INBOUND_PATH, self.inbound), web.post(STATUS_PATH, self.status)]
+        return [web.post(INBOUND_PATH, self.inbound, expect_handler=expect_handler),
+                web.post(STATUS_PATH, self.status, expect_handler=expect_handler)]
 
     async def _verified_fields(
         self, request: web.Request, rules: Mapping[str, Rule]

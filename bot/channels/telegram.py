@@ -30,6 +30,7 @@ from bot.domain import (
     PermanentSendError,
     TemporarySendError,
 )
+from bot.http_errors import expect_handler
 from bot.intake import Intake, SpoolFailed, Taken
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class TelegramWebhook:
         self._clock = clock
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(WEBHOOK_PATH, self.handle)]
+        return [web.post(WEBHOOK_PATH, self.handle, expect_handler=expect_handler)]
 
     async def handle(self, request: web.Request) -> web.Response:
         given = request.headers.get(SECRET_HEADER, "")
