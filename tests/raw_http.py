@@ -40,7 +40,10 @@ async def raw_post(
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-    status_line = response.partition(b"\r\n")[0].split()
-    if len(status_line) < 2 or not status_line[1].isdigit():
-        raise AssertionError(f"no HTTP response, got {response[:80]!r}")
-    return int(status_line[1])
+    while True:
+        status_line = response.partition(b"\r\n")[0].split()
+        if len(status_line) < 2 or not status_line[1].isdigit():
+            raise AssertionError(f"no HTTP response, got {response[:80]!r}")
+        if not status_line[1].startswith(b"1"):
+            return int(status_line[1])
+        response = response.partition(b"\r\n\r\n")[2]  # past "100 Continue" and the like

@@ -178,6 +178,59 @@ async def test_settings_header_naming_no_algorithm_means_hmac_sha1(world: World)
     assert await post_signed(world.svc, INBOUND_PATH, inbound_form(), headers=headers) == 200
 
 
+# --- any endpoint: what aiohttp itself stumbles on --------------------------------------------
+
+ENDPOINTS = (INBOUND_PATH, STATUS_PATH, TELEGRAM_PATH)
+
+
+def signed_request(path: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers and body of a request to ``path`` that would be taken in as it is."""
+    if path == TELEGRAM_PATH:
+        return list(TELEGRAM_HEADERS), telegram_body()
+    form = inbound_form() if path == INBOUND_PATH else load_twilio_form("status_delivered")
+    signature = twilio_signature(AUTH_TOKEN, PUBLIC_URL + path, form)
+    return ([(b"Content-Type", FORM.encode()), (b"X-Twilio-Signature", signature.encode())],
+            urlencode(form).encode())
+
+
+async def test_body_that_does_not_inflate_is_refused_with_400(world: World) -> None:
+    for path in ENDPOINTS:
+        headers, body = signed_request(path)
+        status = await raw_post(world.svc.client, path,
+                                [*headers, (b"Content-Encoding", b"gzip")], body)
+        await world.assert_refused(f"gzip that is not at {path}", status, 400)
+
+
+async def test_header_with_a_control_byte_is_a_400_and_a_warning_without_the_bytes(
+    world: World,
+) -> None:
+    for path in ENDPOINTS:
+        headers, body = signed_request(path)
+        status = await raw_post(world.svc.client, path,
+                                [*headers, (b"X-Note", b"sec\x01ret-ish")], body)
+        await world.assert_refused(f"control byte at {path}", status, 400)
+    logged = [r for r in world.caplog.records if r.name == "aiohttp.server"]
+    assert [r.getMessage() for r in logged] == ["http_request_malformed"] * len(ENDPOINTS)
+    assert all(r.levelno == logging.WARNING and not r.exc_info for r in logged)
+
+
+async def test_unknown_expect_header_is_refused_with_417(world: World) -> None:
+    for path in ENDPOINTS:
+        headers, body = signed_request(path)
+        for expect in (b"\x80", b"caf\xc3\xa9", b"x"):
+            status = await raw_post(world.svc.client, path, [*headers, (b"Expect", expect)],
+                                    body)
+            await world.assert_refused(f"Expect {expect!r} at {path}", status, 417)
+
+
+async def test_expect_100_continue_is_still_honoured(world: World) -> None:
+    headers, body = signed_request(INBOUND_PATH)
+    headers.append((b"Expect", b"100-continue"))
+
+    assert await raw_post(world.svc.client, INBOUND_PATH, headers, body) == 200
+    assert len(await world.svc.all(ProviderEvent)) == 1
+
+
 # --- Twilio: signed values Twilio would never send -------------------------------------------
 
 ABSURD_ADDRESSES = {
