@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.defaults import DEFAULT_EMERGENCY_PHRASES
 from bot.gsm import is_gsm7, sms_segments
@@ -291,6 +292,10 @@ def _server(t: _Table) -> ServerSettings:
     public_url = t.str("public_url", "http://127.0.0.1:8080").rstrip("/")
     if not re.match(r"^https?://[^/\s]+(/\S*)?$", public_url):
         raise ConfigError(t.key("public_url"), "must be an http(s) URL")
+    try:
+        _ = urlsplit(public_url).port  # twilio's validator reads it on every webhook
+    except ValueError:
+        raise ConfigError(t.key("public_url"), "has a bad port") from None
     return ServerSettings(
         host=t.str("host", "127.0.0.1"),
         port=t.int("port", 8080, minimum=0, maximum=65535),

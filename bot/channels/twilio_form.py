@@ -111,24 +111,21 @@ def parse_form(body: bytes) -> MultiDict[str]:
     try:
         text = body.rstrip().decode("utf-8")  # rstrip: as aiohttp's form parser did
         pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
-    except (UnicodeDecodeError, ValueError):
+    except ValueError:  # UnicodeDecodeError included
         raise web.HTTPBadRequest(text="body is not a UTF-8 form") from None
     return MultiDict(pairs)
 
 
-def checked_fields(form: MultiDict[str], rules: Mapping[str, Rule]) -> dict[str, str | None]:
-    """Each ruled field's one value (None when it is optional and absent), or FieldInvalid."""
-    fields: dict[str, str | None] = {}
+def checked_fields(form: MultiDict[str], rules: Mapping[str, Rule]) -> dict[str, str]:
+    """Each ruled field's one value ("" when it is optional and absent), or FieldInvalid."""
+    fields: dict[str, str] = {}
     for name, rule in rules.items():
         values = form.getall(name, [])
         if len(values) > 1:
             raise FieldInvalid(name, "is given more than once")
-        if not values:
-            if rule.required:
-                raise FieldInvalid(name, "is missing")
-            fields[name] = None
-        elif not rule.check(values[0]):
+        if not values and rule.required:
+            raise FieldInvalid(name, "is missing")
+        if values and not rule.check(values[0]):
             raise FieldInvalid(name, "is not what Twilio sends")
-        else:
-            fields[name] = values[0]
+        fields[name] = values[0] if values else ""
     return fields
