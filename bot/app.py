@@ -34,6 +34,7 @@ from bot.config import Settings
 from bot.console import create_console
 from bot.console.deps import ConsoleDeps
 from bot.crypto import Cipher
+from bot.http_errors import ServerLog, expect_handler, unreadable_body_is_400
 from bot.intake import Intake
 from bot.notify import Notifier
 from bot.outbox import OutboxWorker, Sender
@@ -125,10 +126,14 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
 
 def create_app(settings: Settings, clock: Clock = utc_now) -> web.Application:
     services = build_services(settings, clock)
-    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[unreadable_body_is_400],
+        handler_args={"logger": ServerLog(logging.getLogger("aiohttp.server"))},
+    )
     app[SERVICES] = services
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/healthz", healthz, expect_handler=expect_handler)
+    app.router.add_get("/readyz", readyz, expect_handler=expect_handler)
     app.add_subapp("/console", create_console(console_deps(services)))
     if settings.sms.enabled:
         sms = TwilioWebhooks(settings.sms, settings.server.public_url, services.intake,

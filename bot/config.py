@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.defaults import DEFAULT_EMERGENCY_PHRASES
 from bot.gsm import is_gsm7, sms_segments
@@ -268,23 +269,42 @@ def parse_settings(
         emergency_phrases=_emergency(root.table("emergency")),
         replies=_replies(root.table("replies")),
         encryption_key=_required_secret(environ, "TRIAGE_ENCRYPTION_KEY"),
-        session_secret=Secret(environ.get("TRIAGE_SESSION_SECRET", "")),
+        session_secret=_secret(environ, "TRIAGE_SESSION_SECRET"),
         source=source,
     )
     return settings
 
 
+def _secret(environ: Mapping[str, str], name: str) -> Secret:
+    """A secret from the environment, "" when unset or empty.
+
+    Whitespace around a secret is stripped: none of these secrets can hold any (tokens,
+    keys and the webhook secret are all printable ASCII without spaces), and it is almost
+    always the newline at the end of a secrets file. Left in, it would make every Twilio
+    signature check fail in silence, so every message would be refused. A value that is
+    only whitespace, though, is a mistake (the secret was meant to be there), not an unset
+    variable, and the service refuses to start on it."""
+    value = environ.get(name, "")
+    if value and not value.strip():
+        raise ConfigError(name, "is only whitespace; set the secret, or unset the variable")
+    return Secret(value.strip())
+
+
 def _required_secret(environ: Mapping[str, str], name: str) -> Secret:
-    value = environ.get(name, "").strip()
-    if not value:
+    secret = _secret(environ, name)
+    if not secret:
         raise ConfigError(name, "environment variable is required (see README: keygen)")
-    return Secret(value)
+    return secret
 
 
 def _server(t: _Table) -> ServerSettings:
     public_url = t.str("public_url", "http://127.0.0.1:8080").rstrip("/")
     if not re.match(r"^https?://[^/\s]+(/\S*)?$", public_url):
         raise ConfigError(t.key("public_url"), "must be an http(s) URL")
+    try:
+        _ = urlsplit(public_url).port  # twilio's validator reads it on every webhook
+    except ValueError:
+        raise ConfigError(t.key("public_url"), "has a bad port") from None
     return ServerSettings(
         host=t.str("host", "127.0.0.1"),
         port=t.int("port", 8080, minimum=0, maximum=65535),
@@ -329,7 +349,7 @@ def _sms(t: _Table, environ: Mapping[str, str]) -> SmsSettings:
         messaging_service_sid=t.str("messaging_service_sid", ""),
         api_base_url=t.str("api_base_url", TWILIO_API_BASE_URL).rstrip("/"),
         max_per_second=t.number("max_per_second", 1, minimum=0.01),
-        auth_token=Secret(environ.get("TRIAGE_SMS_AUTH_TOKEN", "")),
+        auth_token=_secret(environ, "TRIAGE_SMS_AUTH_TOKEN"),
     )
     if settings.enabled:
         if not re.fullmatch(r"AC[0-9a-fA-F]{32}", settings.account_sid):
@@ -349,8 +369,8 @@ def _telegram(t: _Table, environ: Mapping[str, str]) -> TelegramSettings:
         mode=t.str("mode", "polling"),
         api_base_url=t.str("api_base_url", TELEGRAM_API_BASE_URL),
         max_per_second=t.number("max_per_second", 25, minimum=0.01),
-        token=Secret(environ.get("TRIAGE_TELEGRAM_TOKEN", "")),
-        webhook_secret=Secret(environ.get("TRIAGE_TELEGRAM_WEBHOOK_SECRET", "")),
+        token=_secret(environ, "TRIAGE_TELEGRAM_TOKEN"),
+        webhook_secret=_secret(environ, "TRIAGE_TELEGRAM_WEBHOOK_SECRET"),
     )
     if settings.mode not in ("webhook", "polling"):
         raise ConfigError(t.key("mode"), 'must be "webhook" or "polling"')

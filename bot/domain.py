@@ -78,6 +78,11 @@ class StaffRole(enum.StrEnum):
 PRIORITY_NORMAL = 0
 PRIORITY_EMERGENCY = 100
 
+# The longest text a contact's message may carry, on any channel. SPEC: a 10,000-character
+# text is stored and shown safely; a longer one is refused at the edge as absurd (Twilio caps
+# an inbound SMS at 1,600 characters, Telegram a message at 4,096).
+MAX_TEXT_CHARS = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:

@@ -194,6 +194,10 @@ def test_check_config_accepts_the_example(tmp_path: Path) -> None:
                      "TRIAGE_ENCRYPTION_KEY", id="no-key"),
         pytest.param("config.toml", None, {"TRIAGE_ENCRYPTION_KEY": "not-a-key"},
                      "TRIAGE_ENCRYPTION_KEY", id="malformed-key"),
+        pytest.param("config.toml", None, {"TRIAGE_SMS_AUTH_TOKEN": "   "},
+                     "TRIAGE_SMS_AUTH_TOKEN", id="whitespace-only-auth-token"),
+        pytest.param("config.toml", None, {"TRIAGE_ENCRYPTION_KEY": " \t "},
+                     "TRIAGE_ENCRYPTION_KEY", id="whitespace-only-key"),
     ],
 )
 def test_check_config_fails_with_one_line_naming_the_problem(

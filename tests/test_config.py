@@ -123,6 +123,10 @@ def test_database_url_defaults_to_sqlite_file() -> None:
         pytest.param({"server": {"port": 70000}}, ENVIRON, "server.port", id="port-too-big"),
         pytest.param({"server": {"public_url": "ftp://x"}}, ENVIRON, "server.public_url",
                      id="public-url-scheme"),
+        pytest.param({"server": {"public_url": "https://x:port"}}, ENVIRON, "server.public_url",
+                     id="public-url-port-not-a-number"),
+        pytest.param({"server": {"public_url": "https://x:99999"}}, ENVIRON,
+                     "server.public_url", id="public-url-port-too-big"),
         pytest.param({"hours": {"funday": ["09:00-17:00"]}}, ENVIRON, "hours.funday",
                      id="unknown-weekday"),
         pytest.param({"hours": {"monday": ["9-5"]}}, ENVIRON, "hours.monday[0]",
@@ -293,6 +297,49 @@ def test_secrets_never_show(show: Any) -> None:
         assert value not in shown, name
     assert KEY.partition(":")[2] not in shown
     assert loaded.sms.auth_token.reveal() == SECRETS["TRIAGE_SMS_AUTH_TOKEN"]
+
+
+SECRET_NAMES = ("TRIAGE_SMS_AUTH_TOKEN", "TRIAGE_TELEGRAM_TOKEN",
+                "TRIAGE_TELEGRAM_WEBHOOK_SECRET", "TRIAGE_SESSION_SECRET", "TRIAGE_ENCRYPTION_KEY")
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+@pytest.mark.parametrize("blank", ["   ", "\n", "\t \r\n", "\u00a0"])
+def test_whitespace_only_secret_is_a_startup_error(name: str, blank: str) -> None:
+    error = config_error(deep_merge(SMS_ON, TELEGRAM_WEBHOOK), {**SECRETS, name: blank})
+
+    assert_names_key(error, name)
+    assert "whitespace" in str(error)
+
+
+def test_whitespace_only_auth_token_is_a_startup_error() -> None:
+    error = config_error(SMS_ON, {**ENVIRON, "TRIAGE_SMS_AUTH_TOKEN": "   "})
+
+    assert_names_key(error, "TRIAGE_SMS_AUTH_TOKEN")
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_whitespace_only_secret_is_an_error_even_for_a_disabled_channel(name: str) -> None:
+    error = config_error(environ={**ENVIRON, name: "  "})
+
+    assert_names_key(error, name)
+
+
+def test_whitespace_around_a_secret_is_stripped() -> None:
+    padded = {name: f" {value}\n" for name, value in SECRETS.items()}
+
+    loaded = settings(deep_merge(SMS_ON, TELEGRAM_WEBHOOK), padded)
+
+    assert loaded.sms.auth_token.reveal() == SECRETS["TRIAGE_SMS_AUTH_TOKEN"]
+    assert loaded.telegram.token.reveal() == SECRETS["TRIAGE_TELEGRAM_TOKEN"]
+    assert loaded.telegram.webhook_secret.reveal() == SECRETS["TRIAGE_TELEGRAM_WEBHOOK_SECRET"]
+    assert loaded.session_secret.reveal() == SECRETS["TRIAGE_SESSION_SECRET"]
+    assert loaded.encryption_key.reveal() == KEY
+
+
+def test_unset_or_empty_session_secret_is_allowed() -> None:
+    assert not settings(environ={**ENVIRON, "TRIAGE_SESSION_SECRET": ""}).session_secret
+    assert not settings(environ=ENVIRON).session_secret
 
 
 # --- the file --------------------------------------------------------------------------------

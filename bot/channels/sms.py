@@ -1,25 +1,36 @@
 """SMS through Twilio: the signed webhooks in, and the sender out.
 
-Verify, then parse: nothing is read from a request until its X-Twilio-Signature checks out
-against the configured public URL plus the request's path and query.
+Verify, then parse: no field is used until the request's X-Twilio-Signature checks out
+against the configured public URL plus the request's path and query, and then each field we
+read must have the shape Twilio gives it (bot/channels/twilio_form.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from aiohttp import ClientConnectorError, ClientError, web
-from multidict import MultiDictProxy
+from aiohttp import ClientConnectorError, ClientError, hdrs, web
+from multidict import MultiDict
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
+from bot.channels.twilio_form import (
+    INBOUND_FIELDS,
+    STATUS_FIELDS,
+    FieldInvalid,
+    Rule,
+    checked_fields,
+    is_utf8_form,
+    parse_form,
+)
 from bot.channels.twilio_http import RedirectingTwilioHttpClient, TwilioRateLimited
 from bot.config import SmsSettings
 from bot.domain import Channel, InboundMessage, PermanentSendError, TemporarySendError
+from bot.http_errors import expect_handler
 from bot.intake import Intake, SpoolFailed, Taken
 from bot.storage.writer import Writer
 from handlers.delivery import record_delivery
@@ -31,11 +42,18 @@ TWIML = "application/xml"
 # Twilio error codes that will not change on a retry. 21610: the recipient replied STOP.
 OPTED_OUT_CODES = {21610}
 PERMANENT_CODES = {21211, 21408, 21612, 21614, 30003, 30004, 30005, 30006}
-MAX_SID = 64
 # How far back Twilio's message list is read to reconcile a send left in doubt.
 RECONCILE_LOOKBACK = 20
 # Twilio statuses of a message that never left Twilio: sending it again is no repeat.
 NEVER_SENT_STATUSES = {"failed", "canceled"}
+
+# Header values arrive from aiohttp decoded with surrogateescape, so raw bytes become lone
+# surrogates. A signature is base64 and the settings header a short list of ASCII key=value
+# pairs: anything longer or outside printable ASCII cannot be from Twilio, and must reach
+# neither the validator (which encodes and logs what it is given) nor our logs.
+MAX_SIGNATURE_HEADER = 256
+SIGNATURE_HEADER = "X-Twilio-Signature"
+SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 
 
 class SignatureInvalid(Exception):
@@ -59,30 +77,41 @@ class TwilioWebhooks:
         self._empty_twiml = str(MessagingResponse())  # the usual answer, built once
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(INBOUND_PATH, self.inbound), web.post(STATUS_PATH, self.status)]
+        return [web.post(INBOUND_PATH, self.inbound, expect_handler=expect_handler),
+                web.post(STATUS_PATH, self.status, expect_handler=expect_handler)]
 
-    async def _verified_form(self, request: web.Request) -> MultiDictProxy[str]:
-        if request.content_type != "application/x-www-form-urlencoded":
-            raise web.HTTPUnsupportedMediaType(text="expected a form body")
-        body = await request.read()
+    async def _verified_fields(
+        self, request: web.Request, rules: Mapping[str, Rule]
+    ) -> dict[str, str]:
+        """Refuse what cannot be read (415, 400), then what is not signed (403), then signed
+        values Twilio would never send (400). Nothing is changed before all three pass."""
+        if not is_utf8_form(request.headers.get(hdrs.CONTENT_TYPE)):
+            # 415, as for any other media type we do not take: a charset is a parameter of
+            # the media type, so a form in latin-1 is a type we do not take (RFC 9110's
+            # 415), not a malformed body (400). We read every body as UTF-8 in any case.
+            raise web.HTTPUnsupportedMediaType(text="expected a UTF-8 form body")
+        form = parse_form(await request.read())
         try:
-            body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise web.HTTPBadRequest(text="body is not UTF-8") from None
-        form = await request.post()
-        url = self._public_url + request.rel_url.path_qs
-        signature = request.headers.get("X-Twilio-Signature", "")
-        algorithm = get_signature_algorithm(
-            request.headers.get("X-Twilio-Webhooks-Signature-Settings", "")
-        )
-        if not signature or not self._validator.validate(url, form, signature, algorithm):
+            self._check_signature(request, form)
+        except SignatureInvalid:
             log.warning("twilio_signature_invalid", extra={"path": request.path})
-            raise web.HTTPForbidden(text="invalid signature")
-        return form  # type: ignore[return-value]
+            raise web.HTTPForbidden(text="invalid signature") from None
+        try:
+            return checked_fields(form, rules)
+        except FieldInvalid as exc:
+            log.warning("twilio_field_invalid", extra={"path": request.path, "field": exc.field})
+            raise
+
+    def _check_signature(self, request: web.Request, form: MultiDict[str]) -> None:
+        signature = _ascii_header(request, SIGNATURE_HEADER)
+        algorithm = get_signature_algorithm(_ascii_header(request, SETTINGS_HEADER))
+        url = self._public_url + request.rel_url.path_qs
+        if not signature or not self._validator.validate(url, form, signature, algorithm):
+            raise SignatureInvalid
 
     async def inbound(self, request: web.Request) -> web.Response:
-        form = await self._verified_form(request)
-        msg = parse_inbound(form, self._clock())
+        fields = await self._verified_fields(request, INBOUND_FIELDS)
+        msg = parse_inbound(fields, self._clock())
         try:
             taken = await self._intake.take(msg)
         except SpoolFailed:
@@ -96,39 +125,33 @@ class TwilioWebhooks:
         return web.Response(text=str(twiml), content_type=TWIML)
 
     async def status(self, request: web.Request) -> web.Response:
-        form = await self._verified_form(request)
-        sid = _required(form, "MessageSid")
-        status = _required(form, "MessageStatus").lower()
-        error_code = form.get("ErrorCode") or None
+        fields = await self._verified_fields(request, STATUS_FIELDS)
+        sid, status = fields["MessageSid"], fields["MessageStatus"]
+        error_code = fields["ErrorCode"] or None
         now = self._clock()
         await self._writer.run(lambda s: record_delivery(s, sid, status, error_code, now))
         return web.Response(text=self._empty_twiml, content_type=TWIML)
 
 
-def _required(form: MultiDictProxy[str], name: str) -> str:
-    value = form.get(name, "")
-    if not isinstance(value, str) or not value.strip():
-        raise web.HTTPBadRequest(text=f"missing field {name}")
-    if name.endswith("Sid") and len(value) > MAX_SID:
-        raise web.HTTPBadRequest(text=f"field {name} is too long")
-    return value.strip()
+def _ascii_header(request: web.Request, name: str) -> str:
+    value = request.headers.get(name, "")
+    if len(value) > MAX_SIGNATURE_HEADER or not (value.isascii() and value.isprintable()):
+        raise SignatureInvalid
+    return value
 
 
-def parse_inbound(form: MultiDictProxy[str], received_at: datetime) -> InboundMessage:
-    """Only what the flow needs. Location fields (FromCity, FromZip, ...) are never read."""
-    sid = _required(form, "MessageSid") if "MessageSid" in form else _required(form, "SmsSid")
-    try:
-        media = int(form.get("NumMedia", "0") or 0)
-    except (TypeError, ValueError):
-        raise web.HTTPBadRequest(text="NumMedia must be a number") from None
-    body = form.get("Body", "")
+def parse_inbound(fields: Mapping[str, str], received_at: datetime) -> InboundMessage:
+    """Only what the flow needs, from fields already checked against INBOUND_FIELDS.
+    Location fields (FromCity, FromZip, ...) are never read."""
     return InboundMessage(
         channel=Channel.SMS,
-        address=_required(form, "From"),
-        provider_id=sid,
-        text=body if isinstance(body, str) else "",
-        media_count=max(media, 0),
+        address=fields["From"],
+        provider_id=fields["MessageSid"],
+        text=fields["Body"],
+        media_count=int(fields["NumMedia"] or 0),
         received_at=received_at,
+        # Our number the contact wrote to: with several numbers, the reply comes from it.
+        our_address=fields["To"] or None,
     )
 
 

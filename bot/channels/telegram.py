@@ -12,17 +12,25 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from telegram import Bot, Update
+from telegram import Bot, Chat, Update
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 
 from bot.config import TelegramSettings
-from bot.domain import Channel, InboundMessage, PermanentSendError, TemporarySendError
+from bot.domain import (
+    MAX_TEXT_CHARS,
+    Channel,
+    InboundMessage,
+    PermanentSendError,
+    TemporarySendError,
+)
+from bot.http_errors import expect_handler
 from bot.intake import Intake, SpoolFailed, Taken
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,7 @@ RESTART_BACKOFF_MAX = 30.0
 UNAUTHORIZED_PAUSE = 60.0
 MEDIA_FIELDS = ("photo", "video", "voice", "audio", "document", "sticker", "animation",
                 "video_note", "contact", "location")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def make_bot(settings: TelegramSettings) -> PollingBot:
@@ -51,27 +60,53 @@ def retry_after_seconds(exc: RetryAfter) -> float:
 
 def parse_update(update: Update, received_at: datetime) -> InboundMessage | None:
     """A private-chat message, or None for anything we do not take (edits, groups,
-    channel posts): contacts write to the bot one to one."""
+    channel posts): contacts write to the bot one to one.
+
+    ValueError for an update Telegram would never send. PTB builds its objects from whatever
+    JSON it is given without checking types, so every field we use is checked here."""
+    if not _is_json_safe_int(update.update_id) or update.update_id < 0:
+        raise ValueError("update_id out of range")
     message = update.message
     if message is None:
         return None
-    if message.chat is None or not isinstance(message.chat.id, int):
+    chat = message.chat
+    if not isinstance(chat, Chat) or not _is_json_safe_int(chat.id):
         raise ValueError("message without a chat")
-    if message.chat.type != "private":
+    if not isinstance(chat.type, str):
+        raise ValueError("chat without a type")
+    if chat.type != "private":
         return None
-    text = message.text or message.caption or ""
-    if not isinstance(text, str):
-        raise ValueError("text is not a string")
+    if chat.id <= 0:  # a private chat's id is the person's user id, always positive
+        raise ValueError("private chat id out of range")
+    text = _text(message.text) or _text(message.caption)
     media = sum(1 for name in MEDIA_FIELDS if getattr(message, name, None))
     return InboundMessage(
         channel=Channel.TELEGRAM,
-        address=str(message.chat.id),
+        address=str(chat.id),
         provider_id=str(update.update_id),
         text=text,
         media_count=media,
         received_at=received_at,
         is_start=text.strip().split("@")[0].split(" ")[0] == "/start",
     )
+
+
+def _is_json_safe_int(value: object) -> bool:
+    # Telegram's ids fit in 52 bits, so that a double can hold them; bool is an int subclass.
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53
+
+
+def _text(value: object) -> str:
+    """A text or caption: "" when absent, ValueError when it is not a text we can store."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError("text is not a string")
+    if len(value) > MAX_TEXT_CHARS:
+        raise ValueError("text too long")
+    if LONE_SURROGATE.search(value):  # JSON's \ud800 escapes: a str UTF-8 cannot encode
+        raise ValueError("text is not valid Unicode")
+    return value
 
 
 class TelegramWebhook:
@@ -84,11 +119,13 @@ class TelegramWebhook:
         self._clock = clock
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(WEBHOOK_PATH, self.handle)]
+        return [web.post(WEBHOOK_PATH, self.handle, expect_handler=expect_handler)]
 
     async def handle(self, request: web.Request) -> web.Response:
-        given = request.headers.get(SECRET_HEADER, "").encode()
-        if not hmac.compare_digest(given, self._secret):
+        given = request.headers.get(SECRET_HEADER, "")
+        # aiohttp hands raw header bytes over as lone surrogates, which .encode() cannot
+        # take. The secret is ASCII by config (A-Z a-z 0-9 _ -), so anything else is wrong.
+        if not given.isascii() or not hmac.compare_digest(given.encode(), self._secret):
             log.warning("telegram_secret_invalid")
             raise web.HTTPForbidden(text="invalid secret token")
         data = await _json_body(request)
@@ -118,7 +155,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):
+        # ValueError covers bad UTF-8, bad JSON and an integer of more than 4,300 digits;
+        # RecursionError, arrays nested thousands deep.
         raise web.HTTPBadRequest(text="body is not UTF-8 JSON") from None
     update_id = data.get("update_id") if isinstance(data, dict) else None
     if not isinstance(update_id, int) or isinstance(update_id, bool):
