@@ -25,6 +25,7 @@ from tests.fakes.twilio_api import FakeTwilio
 from tests.fixtures import (
     AUTH_TOKEN,
     CONTACT_NUMBER,
+    MESSAGING_SERVICE_SID,
     OUR_NUMBER,
     load_twilio_form,
     twilio_signature,
@@ -443,3 +444,23 @@ async def wait_until(svc: Service, condition, seconds: float = 5.0) -> list[Outb
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"outbox never got there: {[r.status for r in rows]}")
         await asyncio.sleep(0.02)
+
+
+async def test_reply_goes_from_the_number_the_contact_wrote_to(svc, fake_twilio):
+    second_number = "+13145550199"  # the coalition's other number
+    await svc.sms("Hello", To=second_number)
+    await svc.sms("Hello", from_=OTHER)  # to the main number
+    await svc.outbox_idle()
+    senders = {m.to: m.from_ for m in fake_twilio.sent}
+    assert senders == {CONTACT_NUMBER: second_number, OTHER: OUR_NUMBER}
+
+
+async def test_a_messaging_service_picks_the_sender_whatever_number_was_written_to(
+    start_service, fake_twilio
+):
+    svc = await start_service(fake_twilio, sms={"from_number": "",
+                                                "messaging_service_sid": MESSAGING_SERVICE_SID})
+    await svc.sms("Hello", To="+13145550199")
+    await svc.outbox_idle()
+    [sent] = fake_twilio.sent
+    assert sent.from_ is None and sent.messaging_service_sid == MESSAGING_SERVICE_SID

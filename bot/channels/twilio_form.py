@@ -60,7 +60,7 @@ class Rule:
 # Only the fields we read. The rest (FromCity, ToZip, ...) are signed but never looked at.
 INBOUND_FIELDS: Mapping[str, Rule] = {
     "From": Rule(ADDRESS),
-    "To": Rule(ADDRESS),  # checked although unused: a form with a bad To is not from Twilio
+    "To": Rule(ADDRESS),  # our number the contact wrote to: replies come from it
     "MessageSid": Rule(SID),
     "SmsSid": Rule(SID, required=False),  # the same value, kept by Twilio for old code
     "NumMedia": Rule(MEDIA_COUNT, required=False),
