@@ -124,16 +124,29 @@ async def crash_run(folder: Path, contacts: int = 2000, concurrency: int = 32) -
             async with running(folder, config, env, log) as first:
                 await wait_healthy(session, base, first, log)
                 gate = asyncio.Semaphore(concurrency)
+                halfway = asyncio.Event()
+                killed = asyncio.Event()
 
                 async def send(sid: str, form: dict[str, str]) -> None:
                     async with gate:
-                        if first.returncode is None:
-                            await post(sid, form)
-                        if len(answered) >= contacts // 2 and first.returncode is None:
-                            await kill(first)  # halfway: in the middle of everything
+                        if killed.is_set():
+                            return  # the process is gone: Twilio's retry comes later
+                        await post(sid, form)
+                        if len(answered) >= contacts // 2:
+                            halfway.set()
 
+                async def killer() -> None:
+                    await halfway.wait()
+                    # Just as Twilio takes a message: its answer is still 50 ms away, so
+                    # that send is in flight when the kill lands.
+                    await fake.wait_for_messages(len(fake.sent) + 1, timeout=30)
+                    killed.set()
+                    await kill(first)
+
+                kill_task = asyncio.create_task(killer())
                 await asyncio.gather(*(send(sid, form) for sid, form in hooks))
-                await kill(first)
+                halfway.set()
+                await kill_task
             answered_before_kill = len(answered)
             unanswered = [(sid, form) for sid, form in hooks if sid not in answered]
 
