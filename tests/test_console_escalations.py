@@ -218,9 +218,12 @@ async def test_console_acknowledge_stops_the_ladder_like_ack_by_text(svc, phones
 async def test_ack_by_text_after_a_console_ack_answers_clearly(svc, phones):
     n, _ = await open_emergency(svc, phones)
     await ack(await signed_in(svc, "bob", n), n)
+    assert (await escalation(svc, n)).acked_by == await staff_of(svc, "bob")
+    # The text path is the same handler: it acknowledges again and says so.
     assert await staff_says(svc, phones, f"ACK {n}") == acknowledged(n)
     assert (await escalation(svc, n)).status == "acked"
     await resolve(await signed_in(svc, "bob", n), n)
+    assert (await escalation(svc, n)).status == "resolved"
     assert await staff_says(svc, phones, f"ACK {n}") == f"No open emergency #{n}. None are open."
     await svc.outbox_idle()
     await phones.nothing_more()
