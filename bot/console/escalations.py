@@ -227,8 +227,7 @@ async def escalations_page(request: web.Request) -> web.Response:
 
     still_open, recent = await d.reader.run(read)
     return await render(request, "escalations.html", still_open=still_open, recent=recent,
-                        statuses=STATUSES, triggers=TRIGGERS,
-                        recent_days=RECENT.days, now=now)
+                        statuses=STATUSES, triggers=TRIGGERS, recent_days=RECENT.days)
 
 
 @routes.get(r"/escalations/{number:\d+}")
