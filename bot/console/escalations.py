@@ -57,12 +57,12 @@ TRIGGERS = {
     "intake": "Chose \"need help now\"",
     "staff": "Marked an emergency by staff",
 }
-STATUSES = {
+STATUSES: dict[str, str] = {
     EscalationStatus.OPEN: "Not acknowledged",
     EscalationStatus.ACKED: "Acknowledged",
     EscalationStatus.RESOLVED: "Resolved",
 }
-PAGE_STATUSES = {
+PAGE_STATUSES: dict[str, str] = {
     OutboxStatus.PENDING: "Waiting to send",
     OutboxStatus.SENDING: "Sending",
     OutboxStatus.SENT: "Sent",
@@ -71,7 +71,7 @@ PAGE_STATUSES = {
     OutboxStatus.REFUSED: "Not sent: the number opted out",
     OutboxStatus.CANCELLED: "Cancelled",
 }
-PAGE_TONES = {
+PAGE_TONES: dict[str, str] = {
     OutboxStatus.PENDING: "warn", OutboxStatus.SENDING: "warn", OutboxStatus.DELIVERED: "ok",
     OutboxStatus.FAILED: "danger", OutboxStatus.REFUSED: "danger",
     OutboxStatus.CANCELLED: "danger",
@@ -193,12 +193,12 @@ def _page_line(page: PageRow, pages: dict[int, PageRow]) -> Line:
                 "did not get through)"
     elif page.failover_of is not None:
         text += " (fail-over)"
-    status = PAGE_STATUSES.get(page.status, page.status)  # type: ignore[call-overload]
+    status = PAGE_STATUSES.get(page.status, page.status)
     if page.status == OutboxStatus.PENDING and page.attempts:
         status = f"Retrying (tried {page.attempts} times)"
     if page.error and page.status in (OutboxStatus.FAILED, OutboxStatus.PENDING):
         status += f" ({page.error})"
-    tone = PAGE_TONES.get(page.status, "")  # type: ignore[call-overload]
+    tone = PAGE_TONES.get(page.status, "")
     return Line(page.queued_at, text + ".", page=page, status=status, tone=tone)
 
 
