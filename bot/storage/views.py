@@ -11,11 +11,19 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session, aliased
 
-from bot.domain import ConversationStatus
-from bot.storage.models import Contact, Conversation, ConversationViewer, Staff
+from bot.domain import ConversationStatus, EscalationStatus, OutboxKind
+from bot.storage.models import (
+    AuditEntry,
+    Contact,
+    Conversation,
+    ConversationViewer,
+    Escalation,
+    Outbox,
+    Staff,
+)
 
 QUEUE_LIMIT = 200  # rows on one queue tab; older waiting conversations are counted, not shown
 VIEWING_FRESH = timedelta(seconds=75)  # a viewer's page refreshes its presence every 30 s
@@ -137,3 +145,157 @@ def _viewers(session: Session, numbers: list[int], now: datetime) -> dict[int, t
     for number, username in rows:
         found.setdefault(number, []).append(username)
     return {number: tuple(names) for number, names in found.items()}
+
+
+# --- escalations ---------------------------------------------------------------------------
+# Pages carry no content, and neither do these rows: no message text, no address, not even
+# a page's body (which quotes the contact when include_preview is on). The conversation's
+# number is the way to the content, through the conversation page and its rights.
+
+ESCALATION_LIST_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class EscalationRow:
+    number: int
+    channel: str
+    trigger: str
+    status: str  # open, acked, resolved
+    conversation: int | None  # None once the conversation has been erased
+    step: int  # the next step of the ladder to fire, counting from 0
+    next_step_at: datetime | None  # when it fires (for an acknowledged one: the ack timeout)
+    opened_at: datetime
+    acked_at: datetime | None
+    acked_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution_note_enc: str | None  # staff words, decrypted by the route that shows them
+
+
+@dataclass(frozen=True)
+class PageRow:
+    """One page sent (or being sent) to a staff member: an outbox row of kind "page"."""
+
+    id: int
+    staff: str | None  # None once the account has been deleted
+    channel: str
+    status: str  # pending, sending, sent, delivered, failed, refused, cancelled
+    attempts: int
+    error: str | None  # a provider's code ("undelivered:30003"), never text
+    queued_at: datetime
+    sent_at: datetime | None
+    updated_at: datetime
+    failover_of: int | None  # the page on the other channel this one stands in for
+
+
+@dataclass(frozen=True)
+class EscalationEvent:
+    """An entry in an escalation's audit trail: opened, a ladder step, a fail-over, an ack,
+    an ack timeout, a resolve."""
+
+    id: int
+    at: datetime
+    action: str
+    actor: str
+    detail: str  # key=value words written by handlers.escalation, never content
+
+
+@dataclass(frozen=True)
+class EscalationTimeline:
+    events: tuple[EscalationEvent, ...]
+    pages: tuple[PageRow, ...]
+
+    @property
+    def entries(self) -> list[EscalationEvent | PageRow]:
+        """Events and pages in one list, in time order. A ladder step (or a fail-over) is
+        audited in the transaction that queues its pages, at the same moment: its pages
+        follow it, before anything else that happened at that moment."""
+        queued = {"page_queued", "page_failover"}
+        anchors: dict[datetime, int] = {}
+        for event in self.events:
+            if event.action in queued:
+                anchors[event.at] = max(anchors.get(event.at, 0), event.id)
+
+        def key(entry: EscalationEvent | PageRow) -> tuple[datetime, int, int, int]:
+            if isinstance(entry, PageRow):
+                return entry.queued_at, anchors.get(entry.queued_at, 2**63), 1, entry.id
+            return entry.at, entry.id, 0, 0
+
+        return sorted([*self.events, *self.pages], key=key)
+
+    @property
+    def paged(self) -> list[str]:
+        """Who has been paged, in the order they were first paged."""
+        return list(dict.fromkeys(p.staff for p in self.pages if p.staff is not None))
+
+
+def _escalation_rows(session: Session, *where: ColumnElement[bool],
+                     order: tuple[ColumnElement[object], ...], limit: int) -> list[EscalationRow]:
+    e = Escalation
+    acker, resolver = aliased(Staff), aliased(Staff)
+    found = session.execute(
+        select(e, acker.username, resolver.username)
+        .outerjoin(acker, acker.id == e.acked_by)
+        .outerjoin(resolver, resolver.id == e.resolved_by)
+        .where(*where)
+        .order_by(*order)
+        .limit(limit)
+    ).all()
+    return [
+        EscalationRow(
+            number=row.id, channel=row.channel, trigger=row.trigger, status=row.status,
+            conversation=row.conversation_id, step=row.step, next_step_at=row.next_step_at,
+            opened_at=row.opened_at, acked_at=row.acked_at, acked_by=acked_by,
+            resolved_at=row.resolved_at, resolved_by=resolved_by,
+            resolution_note_enc=row.resolution_note_enc,
+        )
+        for row, acked_by, resolved_by in found
+    ]
+
+
+def open_escalations(session: Session) -> list[EscalationRow]:
+    """Escalations not resolved yet: those still paging first, then the acknowledged ones;
+    the longest-running first in each."""
+    e = Escalation
+    return _escalation_rows(
+        session, e.status != EscalationStatus.RESOLVED,
+        order=((e.status == EscalationStatus.ACKED).asc(), e.opened_at, e.id),
+        limit=ESCALATION_LIST_LIMIT,
+    )
+
+
+def recent_escalations(session: Session, now: datetime, within: timedelta) -> list[EscalationRow]:
+    """Escalations resolved in the last `within`, the newest first."""
+    e = Escalation
+    return _escalation_rows(
+        session, e.status == EscalationStatus.RESOLVED, e.resolved_at >= now - within,
+        order=(e.resolved_at.desc(), e.id.desc()), limit=ESCALATION_LIST_LIMIT,
+    )
+
+
+def escalation(session: Session, number: int) -> EscalationRow | None:
+    found = _escalation_rows(session, Escalation.id == number, order=(), limit=1)
+    return found[0] if found else None
+
+
+def escalation_timeline(session: Session, number: int) -> EscalationTimeline:
+    """Every page sent for an escalation and every entry in its audit trail, each in time
+    order (the template merges them)."""
+    pages = session.execute(
+        select(Outbox.id, Staff.username, Outbox.channel, Outbox.status, Outbox.attempts,
+               Outbox.last_error, Outbox.created_at, Outbox.sent_at, Outbox.updated_at,
+               Outbox.failover_of)
+        .outerjoin(Staff, Staff.id == Outbox.staff_id)
+        .where(Outbox.escalation_id == number, Outbox.kind == OutboxKind.PAGE)
+        .order_by(Outbox.created_at, Outbox.id)
+    ).all()
+    events = session.execute(
+        select(AuditEntry.id, AuditEntry.at, AuditEntry.action, AuditEntry.actor,
+               AuditEntry.detail)
+        .where(AuditEntry.target_type == "escalation", AuditEntry.target_id == number)
+        .order_by(AuditEntry.at, AuditEntry.id)
+    ).all()
+    return EscalationTimeline(
+        events=tuple(EscalationEvent(*row) for row in events),
+        pages=tuple(PageRow(*row) for row in pages),
+    )

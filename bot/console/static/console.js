@@ -68,7 +68,7 @@
     }, 5000);
   }
 
-  function fetchInto(url, target, after) {
+  function fetchText(url) {  // a page of ours, or null; signed out: to the sign-in page
     return fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (r) {
         if (r.status === 401 || (r.redirected && r.url.indexOf("/console/login") !== -1)) {
@@ -77,13 +77,16 @@
         }
         return r.ok ? r.text() : null;
       })
-      .then(function (html) {
-        if (html !== null && html !== undefined) {
-          target.innerHTML = html;  // our own server-rendered, escaped fragment
-          if (after) { after(); }
-        }
-      })
-      .catch(function () { /* offline for a moment: the next change or poll tries again */ });
+      .catch(function () { return null; /* offline for a moment: the next try will do */ });
+  }
+
+  function fetchInto(url, target, after) {
+    return fetchText(url).then(function (html) {
+      if (html !== null && html !== undefined) {
+        target.innerHTML = html;  // our own server-rendered, escaped fragment
+        if (after) { after(); }
+      }
+    });
   }
 
   function debounce(fn, ms) {
@@ -159,6 +162,38 @@
     }
   }
 
+  // --- an emergency (or the list of them) ----------------------------------------------------
+  // On a change to this escalation the page is read again and each [data-part] that differs
+  // is swapped in, except one where someone is writing a note. Sweeps and delivery receipts
+  // do not announce themselves on the stream, so the page also rereads every 30 seconds.
+  var ESCALATION_MS = 30000;
+  function busy(part) {
+    var box = part.querySelector("textarea");
+    return box !== null && (box.value !== "" || document.activeElement === box);
+  }
+  function escalationPage(section) {
+    var number = section.getAttribute("data-number");  // empty on the list: any escalation
+    var refresh = debounce(function () {
+      fetchText(window.location.href).then(function (html) {
+        if (!html) { return; }
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        Array.prototype.forEach.call(section.querySelectorAll("[data-part]"), function (part) {
+          var next = fresh.querySelector('[data-part="' + part.getAttribute("data-part") + '"]');
+          if (next && !busy(part) && next.innerHTML !== part.innerHTML) {
+            part.innerHTML = next.innerHTML;  // our own server-rendered, escaped page
+          }
+        });
+      });
+    }, 250);
+    live(function (change) {
+      if (change === null || change.kind === "resync" ||
+          (change.kind === "escalation" && (!number || String(change.id) === number))) {
+        refresh();
+      }
+    }, function () {});
+    window.setInterval(refresh, ESCALATION_MS);
+  }
+
   // --- SMS segments: GSM-7 (160, or 153 a part) unless a character needs UCS-2 (70 / 67) -----
   var GSM = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?" +
             "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
@@ -195,6 +230,8 @@
     if (queue) { queuePage(queue); }
     var conversation = document.querySelector('[data-live="conversation"]');
     if (conversation) { conversationPage(conversation); }
+    var emergency = document.querySelector('[data-live="escalation"]');
+    if (emergency) { escalationPage(emergency); }
     Array.prototype.forEach.call(document.querySelectorAll("textarea[data-segments]"),
                                  segmentCounter);
   });
