@@ -26,6 +26,7 @@ from bot.crypto import generate_key
 from bot.domain import OutboxStatus
 from bot.logs import QUIET_LOGGERS, configure_logging
 from bot.storage.models import Outbox
+from tests.databases import PostgresSchema, postgres_url, sqlite_url
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fixtures import (
@@ -74,7 +75,11 @@ class Env:
     """Everything one test needs, built around one temporary directory."""
 
     tmp_path: Path
+    database_url: str = ""
     key: str = field(default_factory=generate_key)
+
+    def __post_init__(self) -> None:
+        self.database_url = self.database_url or sqlite_url(self.tmp_path)
 
     def environ(self, **extra: str) -> dict[str, str]:
         return {
@@ -93,7 +98,7 @@ class Env:
             example_config(),
             {
                 "server": {"public_url": PUBLIC_URL},
-                "database": {"url": f"sqlite+aiosqlite:///{self.tmp_path / 'triage.db'}"},
+                "database": {"url": self.database_url},
                 "sms": {
                     "enabled": twilio is not None,
                     "account_sid": ACCOUNT_SID,
@@ -122,9 +127,31 @@ class Env:
         return parse_settings(raw, self.environ(), base_dir=self.tmp_path)
 
 
+@pytest.fixture(scope="session")
+def postgres_schema() -> Iterator[PostgresSchema | None]:
+    url = postgres_url()
+    if url is None:
+        yield None
+        return
+    schema = PostgresSchema(url)
+    schema.create()
+    yield schema
+    schema.drop()
+
+
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    return Env(tmp_path)
+async def database_url(tmp_path: Path, postgres_schema: PostgresSchema | None) -> str:
+    """A clean database for this test: a new SQLite file, or the run's PostgreSQL schema
+    emptied."""
+    if postgres_schema is None:
+        return sqlite_url(tmp_path)
+    await postgres_schema.empty()
+    return postgres_schema.url
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str) -> Env:
+    return Env(tmp_path, database_url)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Connection, Engine, create_engine, event
+from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -31,9 +31,23 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+POOL_SIZE = 10  # connections per process on PostgreSQL: the writer's and the readers'
+POOL_OVERFLOW = 10
+MIGRATION_LOCK = 0x7472696167  # pg_advisory_lock key: "triag"
+
+
 def make_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
     if not is_sqlite(url):
-        return create_async_engine(url, pool_pre_ping=True)
+        parsed = make_url(url)
+        # `?search_path=name` puts the service's tables in a schema of their own (a shared
+        # database, or one schema per test run); asyncpg takes it as a server setting.
+        search_path = parsed.query.get("search_path")
+        connect_args: dict[str, Any] = {}
+        if search_path:
+            parsed = parsed.difference_update_query(["search_path"])
+            connect_args["server_settings"] = {"search_path": str(search_path)}
+        return create_async_engine(parsed, pool_pre_ping=True, pool_size=POOL_SIZE,
+                                   max_overflow=POOL_OVERFLOW, connect_args=connect_args)
     engine = create_async_engine(url)
     _sqlite_setup(engine.sync_engine, busy_timeout_ms)
     return engine
@@ -96,11 +110,6 @@ def _revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-async def upgrade(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
-
-
 async def run_in_transaction(engine: AsyncEngine, unit: Callable[[Session], T]) -> T:
     """Run a synchronous unit of work in one transaction (for the CLI and tests)."""
     async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
@@ -108,12 +117,32 @@ async def run_in_transaction(engine: AsyncEngine, unit: Callable[[Session], T]) 
 
 
 async def ensure_schema(engine: AsyncEngine) -> None:
-    """Create the schema on an empty database; refuse to run against an old one."""
+    """Create the schema on an empty database; refuse to run against an old one.
+
+    On PostgreSQL several processes may start at once against an empty database: the check
+    and the migration run under one advisory lock, so it is migrated once, and the others
+    find it done (on SQLite the check runs under the write lock, BEGIN IMMEDIATE)."""
     async with engine.connect() as conn:
+        conn = await conn.execution_options(sqlite_immediate=True)
+        await conn.begin()
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK})
         revision = await conn.run_sync(_revision)
-    if revision is None:
-        await upgrade(engine)
-    elif revision != _head():
-        raise DatabaseNotMigrated(
-            f"database is at revision {revision}; run `python -m bot db upgrade --config FILE`"
-        )
+        if revision is None:
+            await conn.run_sync(_upgrade)
+        elif revision != _head():
+            raise DatabaseNotMigrated(
+                f"database is at revision {revision}; "
+                "run `python -m bot db upgrade --config FILE`"
+            )
+        await conn.commit()
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Apply migrations (`db upgrade`), under the same lock as a start-up's."""
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK})
+        await conn.run_sync(_upgrade)

@@ -24,15 +24,15 @@ def upgrade() -> None:
         sa.Column("title", sa.String(length=80), nullable=False),
         sa.Column("language", sa.String(length=2), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_canned_replies")),
     )
     op.create_table(
         "login_failures",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
-        sa.Column("at", sa.DateTime(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_login_failures")),
     )
     with op.batch_alter_table("login_failures", schema=None) as batch_op:
@@ -47,9 +47,9 @@ def upgrade() -> None:
         sa.Column("csrf_token", sa.String(length=64), nullable=False),
         sa.Column("verified", sa.Boolean(), nullable=False),
         sa.Column("client", sa.String(length=120), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("last_seen_at", sa.DateTime(), nullable=False),
-        sa.Column("ended_at", sa.DateTime(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("end_reason", sa.String(length=32), nullable=True),
         sa.ForeignKeyConstraint(
             ["staff_id"],
@@ -70,8 +70,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("staff_id", sa.Integer(), nullable=False),
         sa.Column("code_hash", sa.String(length=64), nullable=False),
-        sa.Column("used_at", sa.DateTime(), nullable=True),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["staff_id"],
             ["staff.id"],
@@ -87,7 +87,7 @@ def upgrade() -> None:
         "conversation_viewers",
         sa.Column("conversation_id", sa.Integer(), nullable=False),
         sa.Column("staff_id", sa.Integer(), nullable=False),
-        sa.Column("seen_at", sa.DateTime(), nullable=False),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["conversation_id"],
             ["conversations.id"],
@@ -109,15 +109,19 @@ def upgrade() -> None:
         batch_op.create_index("ix_audit_log_target", ["target_type", "target_id"], unique=False)
 
     with op.batch_alter_table("conversations", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("first_staff_reply_at", sa.DateTime(), nullable=True))
-        batch_op.add_column(sa.Column("awaiting_since", sa.DateTime(), nullable=True))
+        batch_op.add_column(
+            sa.Column("first_staff_reply_at", sa.DateTime(timezone=True), nullable=True)
+        )
+        batch_op.add_column(sa.Column("awaiting_since", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_conversations_assigned", ["assigned_to", "status"])
 
     with op.batch_alter_table("escalations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("resolution_note_enc", sa.Text(), nullable=True))
 
     with op.batch_alter_table("staff", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("totp_confirmed_at", sa.DateTime(), nullable=True))
+        batch_op.add_column(
+            sa.Column("totp_confirmed_at", sa.DateTime(timezone=True), nullable=True)
+        )
         batch_op.add_column(sa.Column("totp_last_step", sa.Integer(), nullable=True))
         batch_op.add_column(
             sa.Column("sound_on", sa.Boolean(), server_default=sa.true(), nullable=False)
