@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 MAX_LEASE = 120.0  # seconds
 IDLE_WAKE_SECONDS = 1.0
 CLAIM_BATCH = 64
+# How many attempts at a row left in doubt may end in "cannot ask the provider" before it is
+# sent anyway.
+RECONCILE_TRIES = 3
 
 
 class Sender(Protocol):
@@ -223,10 +226,13 @@ class OutboxWorker:
             async with asyncio.timeout(self._settings.send_timeout_seconds):
                 found = await sender.find_sent(address, text)
         except (SendError, TimeoutError) as exc:
-            # Cannot tell: send again. A possible repeat beats a possible loss.
             log.warning("outbox_reconcile_failed", extra={"outbox": row.id,
                                                           "error": type(exc).__name__})
-            return None
+            if row.attempts <= RECONCILE_TRIES:
+                # Ask again later: an overloaded or briefly unreachable provider is the
+                # usual reason, and sending now could be a repeat.
+                raise TemporarySendError("reconcile_failed", in_doubt=True) from None
+            return None  # still cannot tell: send. A possible repeat beats a possible loss.
         if not found:
             return None
         known = await self._writer.run(

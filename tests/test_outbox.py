@@ -222,3 +222,21 @@ async def test_restart_reconciles_a_send_twilio_took_before_the_crash(
     await svc.outbox_idle()
     [taken] = fake_twilio.sent
     assert row.provider_id == taken.sid and row.attempts == 2
+
+
+async def test_a_send_in_doubt_waits_for_twilios_list_rather_than_repeat_itself(
+    start_service, fake_twilio, clock
+):
+    svc = await start_service(fake_twilio, outbox={"send_timeout_seconds": 1})
+    fake_twilio.accept_then_hang(5)  # Twilio has it; the answer is lost
+    fake_twilio.fail_next(503, method="GET", times=2)  # and its list is down for a while
+    await svc.sms("Hello")
+    for attempts in (1, 2, 3):
+        [row] = await wait_until(svc, lambda rows, n=attempts: rows[0].attempts == n
+                                 and rows[0].status == "pending")
+        assert row.in_doubt and fake_twilio.sent[1:] == []
+        await settle(svc, clock, 2 ** attempts + 1)
+    [row] = await wait_until(svc, lambda rows: rows[0].status == "sent")
+    await svc.outbox_idle()
+    [taken] = fake_twilio.sent
+    assert row.provider_id == taken.sid
