@@ -13,7 +13,7 @@ from datetime import datetime
 
 from aiohttp import ClientConnectorError, ClientError, hdrs, web
 from multidict import MultiDict
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
@@ -189,6 +189,11 @@ class TwilioSender:
         recent messages to `address` with exactly this text, newest first."""
         try:
             recent = await self._client.messages.list_async(to=address, limit=RECONCILE_LOOKBACK)
+        except TwilioRateLimited as exc:
+            raise _send_error(exc) from None
+        except TwilioException as exc:
+            # A failed page of a list is the SDK's bare TwilioException, without a status.
+            raise TemporarySendError(f"twilio:list:{type(exc).__name__}") from None
         except Exception as exc:
             raise _send_error(exc) from None
         return [
