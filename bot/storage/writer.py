@@ -38,6 +38,9 @@ from bot.storage.database import is_sqlite, make_sync_engine
 T = TypeVar("T")
 Unit = Callable[[Session], T]
 log = logging.getLogger(__name__)
+TRANSACTIONS_IN_FLIGHT = 8  # per process, on PostgreSQL
+TRANSACTION_TRIES = 3
+RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
 class WriterStopped(RuntimeError):
@@ -85,28 +88,40 @@ class Writer:
         engine: AsyncEngine,
         on_commit: Callable[[], None] = lambda: None,
         max_batch: int = 128,
+        concurrency: int = TRANSACTIONS_IN_FLIGHT,
     ) -> None:
         self._engine = engine
         self._sync_engine: Engine | None = (
             make_sync_engine(engine.url) if is_sqlite(engine.url) else None
         )
         self._thread: ThreadPoolExecutor | None = None
-        self.on_commit = on_commit  # wired to the outbox worker's wake-up
+        self.on_commit = on_commit  # wired to the commit fan-out (bot.notify)
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._seal = _Seal()
+        # PostgreSQL: each unit is a transaction of its own, several at once.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._transactions: set[asyncio.Task[None]] = set()
+        self._running = False
 
     def start(self) -> None:
+        self._running = True
         if self._sync_engine is not None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
-        self._task = asyncio.create_task(self._loop(), name="db-writer")
+            self._task = asyncio.create_task(self._loop(), name="db-writer")
 
     @property
     def alive(self) -> bool:
+        if self._sync_engine is None:
+            return self._running
         return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
+        self._running = False
+        if self._transactions:
+            # Transactions under way finish: their callers must learn the outcome.
+            await asyncio.gather(*self._transactions, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -134,7 +149,12 @@ class Writer:
         # failure is not reported as "never retrieved".
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         job = _Job(unit, future, notify)
-        self._queue.put_nowait(job)
+        if self._sync_engine is not None:
+            self._queue.put_nowait(job)
+        else:
+            task = asyncio.create_task(self._transaction(job))
+            self._transactions.add(task)
+            task.add_done_callback(self._transactions.discard)
         # shield: a caller that gives up must not cancel the batch for everyone else.
         try:
             async with asyncio.timeout(timeout):
@@ -184,22 +204,48 @@ class Writer:
             self.on_commit()
 
     async def _commit(self, batch: list[_Job]) -> None:
-        if self._sync_engine is not None and self._thread is not None:
-            engine = self._sync_engine
-            await asyncio.get_running_loop().run_in_executor(
-                self._thread, _commit_sync, engine, batch, self._seal
-            )
+        assert self._sync_engine is not None and self._thread is not None
+        await asyncio.get_running_loop().run_in_executor(
+            self._thread, _commit_sync, self._sync_engine, batch, self._seal
+        )
+
+    async def _transaction(self, job: _Job) -> None:
+        """PostgreSQL: one unit, one transaction, several in flight, so a unit waiting on a
+        row lock holds up nobody else. A deadlock or serialization failure rolls the unit
+        back, and it runs again from the start: units do nothing outside their Session."""
+        async with self._slots:
+            for attempt in range(1, TRANSACTION_TRIES + 1):
+                if job.withdrawn:
+                    return
+                try:
+                    async with AsyncSession(self._engine, expire_on_commit=False) as session, \
+                            session.begin():
+                        job.result, job.error, job.ran = None, None, True
+                        try:
+                            job.result = await session.run_sync(job.unit)
+                        except Exception as exc:
+                            job.error = exc
+                            raise _UnitFailed from exc
+                        if not self._seal.seal([job]):
+                            raise _Withdrawn
+                except _Withdrawn:
+                    return
+                except _UnitFailed:
+                    if attempt < TRANSACTION_TRIES and _retryable(job.error):
+                        continue
+                except Exception as exc:  # the commit itself failed
+                    if attempt < TRANSACTION_TRIES and _retryable(exc):
+                        continue
+                    job.error = exc
+                break
+        if job.future.done():
             return
-        while True:
-            try:
-                async with AsyncSession(self._engine, expire_on_commit=False) as session, \
-                        session.begin():
-                    await session.run_sync(_run_units, batch)
-                    if not self._seal.seal(batch):
-                        raise _Withdrawn
-                return
-            except _Withdrawn:
-                continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+            return
+        job.future.set_result(job.result)
+        if job.notify:
+            self.on_commit()
 
 
 class _UnitFailed(Exception):
@@ -248,6 +294,13 @@ def _run_units(session: Session, batch: list[_Job], isolate: bool = True) -> Non
                 job.result = job.unit(session)
         except Exception as exc:  # one unit's failure is that unit's alone
             job.error = exc
+
+
+def _retryable(exc: BaseException | None) -> bool:
+    """PostgreSQL's "try the transaction again": a serialization failure or a deadlock."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in RETRYABLE_SQLSTATES or \
+        getattr(orig, "pgcode", None) in RETRYABLE_SQLSTATES
 
 
 def _fail(batch: list[_Job], exc: BaseException) -> None:
