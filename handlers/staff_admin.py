@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from bot.crypto import Cipher
 from bot.domain import Channel, Language, StaffRole
-from bot.gsm import is_gsm7, sms_segments
+from bot.gsm import is_gsm7, sms_segments, to_gsm7
 from bot.rota import Rota
 from bot.storage.models import CannedReply, OncallOverride, RecoveryCode, Staff
 from bot.storage.queries import audit
@@ -41,6 +41,8 @@ PHONE_PUNCTUATION = str.maketrans("", "", " -.()")  # how people write numbers, 
 TITLE_CHARS = 80
 CANNED_MAX_SEGMENTS = 2  # a canned reply must fit in two SMS parts
 HANDOVER_WEEKS = 8
+# Names the audit log uses for actors that are not accounts: no account may take them.
+RESERVED_NAMES = frozenset({"cli", "system", "unknown"})
 
 
 class StaffAdminError(Exception):
@@ -87,6 +89,8 @@ def _audit(session: Session, now: datetime, actor: Actor, action: str, target_ty
 def check_username(raw: str) -> str:
     if not USERNAME.fullmatch(raw):
         raise StaffAdminError("must be 2-64 characters of a-z 0-9 . _ -", "username")
+    if raw in RESERVED_NAMES:
+        raise StaffAdminError(f"{raw} is a name the audit log uses; choose another")
     return raw
 
 
@@ -432,6 +436,7 @@ class SmsFit:
     plain: bool
     segments: int
     not_plain: tuple[str, ...]  # the characters that make it UCS-2, first few
+    plain_version: str  # the same words in GSM-7, as a suggestion
 
     @property
     def fits(self) -> bool:
@@ -440,7 +445,7 @@ class SmsFit:
 
 def sms_fit(text: str) -> SmsFit:
     odd = tuple(dict.fromkeys(ch for ch in text if not is_gsm7(ch)))[:8]
-    return SmsFit(not odd, sms_segments(text), odd)
+    return SmsFit(not odd, sms_segments(text), odd, to_gsm7(text) if odd else text)
 
 
 @dataclass(frozen=True)
