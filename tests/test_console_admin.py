@@ -119,6 +119,37 @@ async def test_every_admin_route_refuses_staff_and_oncall_roles(svc, role):
     assert len(await audit_rows(svc)) == before  # the sign-in only; nothing was changed
 
 
+async def test_every_form_on_the_admin_pages_posts_to_an_admin_route_with_its_token(svc):
+    await register_team(svc)
+    browser = await signed_in_admin(svc)
+    await browser.get("/console/admin/canned")
+    await browser.post("/console/admin/canned", {"title": "Hi", "language": "en",
+                                                 "body": "Hello."})
+    await browser.get("/console/admin/oncall")
+    await browser.post("/console/admin/oncall", {"username": "bob", "until": ""})
+    alice = (await staff_named(svc, "alice")).id
+    [canned] = await svc.all(CannedReply)
+    [override] = await svc.all(OncallOverride)
+    ids = {"staff_id": alice, "canned_id": canned.id, "override_id": override.id}
+    posts = {path for method, path in admin_paths(ids) if method == "POST"}
+    seen = set()
+    for method, path in admin_paths(ids):
+        if method != "GET":
+            continue
+        page = await browser.get(path)
+        if page.status != 200:
+            assert path == "/console/admin" and page.location == "/console/admin/"
+            continue
+        token = page.csrf()
+        for action, body in re.findall(r'<form method="post" action="([^"]+)"[^>]*>(.*?)</form>',
+                                       page.text, re.S):
+            assert f'name="csrf_token" value="{token}"' in body, (path, action)
+            assert action in posts or action == "/console/logout", (path, action)
+            seen.add(action)
+    # Every action can be reached from a page (Enable shows once an account is disabled).
+    assert posts - seen == {f"/console/admin/staff/{alice}/enable"}
+
+
 async def test_admin_without_two_factor_is_sent_to_enrol_first(svc):
     await add_staff(svc, "dave", role="admin")
     browser = Browser(svc)
