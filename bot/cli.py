@@ -9,18 +9,14 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from aiohttp import web
 from alembic.util import CommandError as MigrationError
-from argon2 import PasswordHasher
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -28,7 +24,7 @@ from sqlalchemy.orm import Session
 from bot.app import create_app, utc_now
 from bot.config import ConfigError, Settings, load_settings
 from bot.crypto import Cipher, KeyMaterialError, generate_key
-from bot.domain import Channel, StaffRole
+from bot.domain import StaffRole
 from bot.logs import configure_logging
 from bot.storage.database import (
     DatabaseNotMigrated,
@@ -38,12 +34,14 @@ from bot.storage.database import (
     run_in_transaction,
     upgrade,
 )
-from bot.storage.models import OncallOverride, Staff
-from bot.storage.queries import audit
+from handlers import staff_admin
 from handlers.escalation import empty_rota_problem, rota_problems
 from handlers.retention import Purged, purge_expired
+from handlers.staff_admin import StaffAdminError
 
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# What the shared account rules' fields are called here.
+CLI_NAMES = {"phone": "--phone", "telegram_chat_id": "--telegram-chat-id",
+             "password": "password (from stdin)", "until": "--until", "role": "--role"}
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 T = TypeVar("T")
@@ -60,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except StaffAdminError as exc:
+        print(f"error: {exc.said_as(CLI_NAMES)}", file=sys.stderr)
+        return EXIT_USAGE
     except (CommandError, ConfigError, KeyMaterialError, DatabaseNotMigrated,
             MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -198,77 +199,26 @@ def _with_session(settings: Settings, work: Callable[[Session], T]) -> T:
 def cmd_staff_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
     cipher = Cipher.from_env_value(settings.encryption_key.reveal())
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,63}", args.username):
-        raise CommandError("username must be 2-64 characters of a-z 0-9 . _ -")
-    if args.phone and not E164.match(args.phone):
-        raise CommandError("--phone must be E.164, e.g. +13145550123")
-    if args.telegram_chat_id and not re.fullmatch(r"-?\d{1,20}", args.telegram_chat_id):
-        raise CommandError("--telegram-chat-id must be a number")
-    password = sys.stdin.readline().rstrip("\r\n")
-    if len(password) < 12:
-        raise CommandError("password (from stdin) must be at least 12 characters")
+    new = staff_admin.check_new_staff(args.username, args.role, args.phone,
+                                      args.telegram_chat_id)
+    password_hash = staff_admin.new_password_hash(sys.stdin.readline().rstrip("\r\n"))
     now = utc_now()
-    staff = Staff(
-        username=args.username,
-        role=args.role,
-        password_hash=PasswordHasher().hash(password),
-        phone_enc=cipher.encrypt(args.phone) if args.phone else None,
-        phone_hash=cipher.address_hash(Channel.SMS, args.phone) if args.phone else None,
-        telegram_enc=cipher.encrypt(args.telegram_chat_id) if args.telegram_chat_id else None,
-        telegram_hash=(
-            cipher.address_hash(Channel.TELEGRAM, args.telegram_chat_id)
-            if args.telegram_chat_id
-            else None
-        ),
-        disabled=False,
-        created_at=now,
-    )
-
-    def work(session: Session) -> None:
-        session.add(staff)
-        session.flush()
-        audit(session, now, "staff_added", "staff", staff.id, actor="cli",
-              detail=f"role={args.role}")
-
     try:
-        _with_session(settings, work)
-    except IntegrityError:
+        _with_session(settings, lambda s: staff_admin.add_staff(
+            s, cipher, new, password_hash, staff_admin.CLI, now))
+    except IntegrityError:  # registered meanwhile by someone else
         raise CommandError("that username, phone or Telegram chat id is already registered") \
             from None
-    print(f"added {args.username} ({args.role})")
+    print(f"added {new.username} ({new.role})")
     return 0
 
 
 def cmd_oncall_set(args: argparse.Namespace) -> int:
     settings = _settings(args)
     now = utc_now()
-    until = None
-    if args.until:
-        try:
-            until = datetime.fromisoformat(args.until)
-        except ValueError:
-            raise CommandError("--until must be an ISO date-time, e.g. 2026-12-01T09:00") \
-                from None
-        if until.tzinfo is None:
-            until = until.replace(tzinfo=settings.hours.timezone)
-        until = until.astimezone(UTC)
-        if until <= now:
-            raise CommandError("--until is in the past")
-
-    def work(session: Session) -> None:
-        staff = session.scalar(
-            select(Staff).where(Staff.username == args.username, Staff.disabled.is_(False))
-        )
-        if staff is None:
-            raise CommandError(f"no active staff member named {args.username}")
-        if staff.role == StaffRole.STAFF:
-            raise CommandError(f"{args.username} has role staff; on-call needs oncall or admin")
-        session.add(OncallOverride(staff_id=staff.id, starts_at=now, until=until,
-                                   created_at=now))
-        audit(session, now, "oncall_override_set", "staff", staff.id, actor="cli",
-              detail=f"until={until.isoformat() if until else 'further notice'}")
-
-    _with_session(settings, work)
+    until = staff_admin.parse_until(args.until, settings.hours.timezone, now)
+    _with_session(settings, lambda s: staff_admin.set_override(
+        s, args.username, until, staff_admin.CLI, now))
     print(f"{args.username} is on call" + (f" until {until.isoformat()}" if until else ""))
     return 0
 

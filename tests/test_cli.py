@@ -294,6 +294,45 @@ def test_staff_add_refuses_bad_input_with_one_line(
     assert count(staffed, "staff") == before
 
 
+def test_staff_add_takes_a_phone_written_with_spaces_and_audits_without_it(
+    tmp_path: Path,
+) -> None:
+    write_config(tmp_path)
+
+    result = add_staff(tmp_path, "carol", "oncall", "--phone", "+1 314 555 0143",
+                       "--telegram-chat-id", "700000143")
+
+    assert_ok(result)
+    assert result.stdout == "added carol (oncall)\n"
+    [(phone_enc, phone_hash)] = query(tmp_path, "SELECT phone_enc, phone_hash FROM staff")
+    cipher = Cipher.from_env_value(KEY)
+    assert cipher.decrypt(phone_enc) == "+13145550143"
+    assert phone_hash == cipher.address_hash(Channel.SMS, "+13145550143")
+    assert query(tmp_path, "SELECT actor, action, detail FROM audit_log") == [
+        ("cli", "staff_added", "role=oncall phone=yes telegram=yes")]
+
+
+@pytest.mark.parametrize(
+    ("username", "args", "named"),
+    [
+        pytest.param("cli", [], "cli is a name the audit log uses", id="reserved-name"),
+        pytest.param("carol", ["--telegram-chat-id", "700000142"],
+                     "that Telegram chat id is already registered", id="same-telegram-chat"),
+        pytest.param("carol", ["--telegram-chat-id", "@carol"],
+                     "--telegram-chat-id must be a number", id="bad-telegram-chat"),
+        pytest.param("Carol", [], "username must be 2-64 characters", id="bad-username"),
+    ],
+)
+def test_staff_add_refuses_what_the_admin_pages_refuse(
+    tmp_path: Path, username: str, args: list[str], named: str
+) -> None:
+    write_config(tmp_path)
+    assert_ok(add_staff(tmp_path, "alice", "oncall", "--telegram-chat-id", "700000142"))
+
+    assert_one_line_error(add_staff(tmp_path, username, "oncall", *args), named)
+    assert count(tmp_path, "staff") == 1
+
+
 def test_staff_add_refuses_unknown_role(staffed: Path) -> None:
     before = count(staffed, "staff")
 
@@ -317,6 +356,20 @@ def test_oncall_set_records_override_in_configured_timezone(staffed: Path) -> No
     )
     # 09:00 in America/Chicago (the example's [hours] timezone) in January is 15:00 UTC.
     assert [str(value).startswith("2030-01-01 15:00:00") for (value,) in until] == [True]
+
+
+def test_oncall_set_until_further_notice_is_audited_as_the_cli(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    assert_ok(add_staff(tmp_path, "alice", "admin"))
+
+    result = bot(tmp_path, "oncall", "set", "alice")
+
+    assert_ok(result)
+    assert result.stdout == "alice is on call\n"
+    assert query(tmp_path, "SELECT until FROM oncall_overrides") == [(None,)]
+    assert query(tmp_path, "SELECT actor, action, detail FROM audit_log"
+                           " WHERE action = 'oncall_override_set'") == [
+        ("cli", "oncall_override_set", "until=further notice")]
 
 
 def yesterday() -> str:

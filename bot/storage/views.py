@@ -11,16 +11,19 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from bot.domain import ConversationStatus, EscalationStatus, OutboxKind
 from bot.storage.models import (
     AuditEntry,
+    CannedReply,
+    ConsoleSession,
     Contact,
     Conversation,
     ConversationViewer,
     Escalation,
+    OncallOverride,
     Outbox,
     Staff,
 )
@@ -299,3 +302,132 @@ def escalation_timeline(session: Session, number: int) -> EscalationTimeline:
         events=tuple(EscalationEvent(*row) for row in events),
         pages=tuple(PageRow(*row) for row in pages),
     )
+
+
+# --- admin -------------------------------------------------------------------------------------
+
+AUDIT_PAGE = 100  # rows on one page of the audit log
+
+
+@dataclass(frozen=True)
+class StaffRow:
+    """An account as the admin pages show it: whether a phone or Telegram chat is
+    registered, never what it is."""
+
+    id: int
+    username: str
+    role: str
+    two_factor: bool
+    disabled: bool
+    has_phone: bool
+    has_telegram: bool
+    created_at: datetime
+    open_sessions: int
+
+
+def staff_accounts(session: Session, fresh_since: datetime,
+                   staff_id: int | None = None) -> list[StaffRow]:
+    """Every account by name (or the one `staff_id`), with its sessions seen since
+    `fresh_since` (the idle timeout ago)."""
+    sessions = (
+        select(ConsoleSession.staff_id, func.count().label("n"))
+        .where(ConsoleSession.ended_at.is_(None), ConsoleSession.last_seen_at >= fresh_since)
+        .group_by(ConsoleSession.staff_id)
+        .subquery()
+    )
+    query = (select(Staff, sessions.c.n)
+             .outerjoin(sessions, sessions.c.staff_id == Staff.id)
+             .order_by(Staff.username))
+    if staff_id is not None:
+        query = query.where(Staff.id == staff_id)
+    return [
+        StaffRow(s.id, s.username, s.role, s.totp_confirmed_at is not None, s.disabled,
+                 s.phone_enc is not None, s.telegram_enc is not None, s.created_at, n or 0)
+        for s, n in session.execute(query).all()
+    ]
+
+
+@dataclass(frozen=True)
+class OverrideRow:
+    id: int
+    username: str
+    starts_at: datetime
+    until: datetime | None  # None: until further notice
+    active: bool
+
+
+def overrides(session: Session, now: datetime, ended_since: datetime,
+              limit: int = 20) -> list[OverrideRow]:
+    """Overrides running now, and those that ended after `ended_since`, newest first."""
+    rows = session.execute(
+        select(OncallOverride, Staff.username)
+        .join(Staff, Staff.id == OncallOverride.staff_id)
+        .where(or_(OncallOverride.until.is_(None), OncallOverride.until > ended_since))
+        .order_by(OncallOverride.id.desc())
+        .limit(limit)
+    ).all()
+    return [
+        OverrideRow(o.id, username, o.starts_at, o.until,
+                    o.starts_at <= now and (o.until is None or o.until > now))
+        for o, username in rows
+    ]
+
+
+@dataclass(frozen=True)
+class CannedRow:
+    id: int
+    title: str
+    language: str
+    body: str  # staff text, not a contact's: stored plain
+    updated_at: datetime
+
+
+def canned_replies(session: Session, language: str | None = None,
+                   canned_id: int | None = None) -> list[CannedRow]:
+    query = select(CannedReply).order_by(CannedReply.language, CannedReply.title,
+                                         CannedReply.id)
+    if language is not None:
+        query = query.where(CannedReply.language == language)
+    if canned_id is not None:
+        query = query.where(CannedReply.id == canned_id)
+    return [CannedRow(c.id, c.title, c.language, c.body, c.updated_at)
+            for c in session.scalars(query)]
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: int | None
+    target_name: str | None  # the account's name when the target is a staff account
+    detail: str
+
+
+def audit_log(session: Session, user: str | None = None, conversation: int | None = None,
+              before: int | None = None, limit: int = AUDIT_PAGE) -> list[AuditRow]:
+    """The audit log, newest first, a page at a time (`before` is the last id shown).
+    `user` is who acted: an account's name, or "cli" / "system". `conversation` is a
+    conversation's number: what was done to it, and to its escalations."""
+    a = AuditEntry
+    target = aliased(Staff)
+    query = (select(a, target.username)
+             .outerjoin(target, and_(a.target_type == "staff", target.id == a.target_id))
+             .order_by(a.id.desc()).limit(limit))
+    if user is not None:
+        account = session.scalar(select(Staff.id).where(Staff.username == user))
+        # An account's actions are found by its id (indexed); "cli" and "system" by name.
+        query = query.where(a.actor_staff_id == account if account is not None
+                            else a.actor == user)
+    if conversation is not None:
+        escalations = select(Escalation.id).where(Escalation.conversation_id == conversation)
+        query = query.where(or_(
+            and_(a.target_type == "conversation", a.target_id == conversation),
+            and_(a.target_type == "escalation", a.target_id.in_(escalations)),
+        ))
+    if before is not None:
+        query = query.where(a.id < before)
+    return [AuditRow(e.id, e.at, e.actor, e.action, e.target_type, e.target_id, name,
+                     e.detail) for e, name in session.execute(query).all()]
