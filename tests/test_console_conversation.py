@@ -258,6 +258,14 @@ async def test_a_contact_who_erased_their_conversation_cannot_be_written_to(svc,
     assert page.status == 409 and "cannot be reopened" in page.text
     page = await act(erin, number, "note", {"text": "Called back?"})
     assert page.status == 409
+
+    def open_again(session: Session) -> None:  # no form does this: the address rule holds
+        session.execute(update(Conversation).where(Conversation.id == number)
+                        .values(status="open"))
+
+    await svc.services.writer.run(open_again)
+    page = await act(erin, number, "reply", {"text": "Hello?", "confirm": "not_safe quiet"})
+    assert page.status == 409 and "erased their address" in page.text
     await svc.outbox_idle()
     assert len(fake_twilio.sent) == sent_before
     assert await svc.all(Message) == []
