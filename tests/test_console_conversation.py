@@ -342,9 +342,16 @@ async def test_a_signed_out_browser_gets_nothing(svc, fake_twilio):
         page = await stranger.post(url(number, action), {"text": "hi", "outcome": "spam"},
                                    csrf="made-up")
         assert page.status == 401
+    # Signed in, but the form's token is not this session's: refused all the same.
+    erin = await staff_browser(svc, "erin")
+    await open_page(erin, number)
+    for action in ("reply", "claim", "emergency"):
+        assert (await erin.post(url(number, action), {"text": "hi"}, csrf="forged")).status \
+            == 403
     await svc.outbox_idle()
     assert len(fake_twilio.sent) == 1
     assert await staff_messages(svc) == [] and await svc.all(Escalation) == []
+    assert [c.assigned_to for c in await svc.all(Conversation)] == [None]
 
 
 @pytest.mark.parametrize("role", ["staff", "oncall", "admin"])

@@ -262,7 +262,7 @@ def history(session: Session, number: int, limit: int = HISTORY_LIMIT) -> Histor
     """The conversation's messages and notes in order, each outbound one with how far its
     delivery got."""
     author = aliased(Staff)
-    rows = session.execute(
+    newest_first = session.execute(
         select(Message.id, Message.direction, Message.body_enc, Message.created_at,
                Message.media_count, Message.automatic, author.username)
         .outerjoin(author, author.id == Message.author_staff_id)
@@ -270,7 +270,7 @@ def history(session: Session, number: int, limit: int = HISTORY_LIMIT) -> Histor
         .order_by(Message.id.desc())
         .limit(limit)
     ).all()
-    rows.reverse()
+    rows = list(reversed(newest_first))
     outbound = [r.id for r in rows if r.direction == Direction.OUTBOUND]
     delivery: dict[int, str] = {}
     if outbound:
