@@ -17,10 +17,8 @@ from sqlalchemy.orm import Session
 
 from bot.crypto import Cipher
 from bot.domain import (
-    PRIORITY_EMERGENCY,
     ConversationStatus,
     Direction,
-    EscalationStatus,
     InboundMessage,
     IntakeCategory,
     IntakeState,
@@ -28,8 +26,7 @@ from bot.domain import (
     OutboxKind,
 )
 from bot.hours import BusinessHours, describe_opening
-from bot.storage import outbox
-from bot.storage.models import Contact, Conversation, Escalation, Message, Staff
+from bot.storage.models import Contact, Conversation, Message, Staff
 from bot.storage.outbox import cancel_pending_to_contact, forget_contact
 from bot.storage.queries import audit, record_provider_event
 from bot.storage.rows import (
@@ -41,11 +38,8 @@ from bot.storage.rows import (
     insert_row,
     load_sender,
 )
-from handlers.escalation import (
-    EscalationDeps,
-    handle_staff_message,
-    open_escalation,
-)
+from handlers import conversations
+from handlers.escalation import EscalationDeps, handle_staff_message
 from handlers.keywords import (
     EmergencyMatcher,
     Keyword,
@@ -225,7 +219,7 @@ class _Turn:
         if self.contact is not None:
             cancel_pending_to_contact(self.session, self.contact.id, self.now)
         if conversation is not None:
-            self._close(conversation, "quick_exit")
+            conversations.close(self.session, self.now, conversation, "quick_exit")
             self.outcome.conversation_id = conversation.id
 
     def _erase(self) -> None:
@@ -239,8 +233,12 @@ class _Turn:
         if self.auto_reply and not opted_out:
             self.outcome.replies.append("erase_confirm")
             text = reply_text(self.deps.templates, language, "erase_confirm")
-            self._enqueue(self.deps.cipher.encrypt(self.msg.address),
-                          self.deps.cipher.encrypt(text))
+            conversations.queue_reply(
+                self.session, self.now, channel=self.msg.channel.value,
+                address_enc=self.deps.cipher.encrypt(self.msg.address),
+                address_hash=self.address_hash, body_enc=self.deps.cipher.encrypt(text),
+                origin=self.msg.our_address, contact_id=None, conversation_id=None,
+            )
 
     def _erase_contact(self, contact: ContactRow) -> None:
         ids = self.session.scalars(
@@ -361,23 +359,13 @@ class _Turn:
             self._reply("emergency")
 
     def _escalate(self, conversation: ConversationRow, trigger: str) -> None:
-        """Top of the queue, and an escalation that pages on-call, unless one is open."""
         self.outcome.emergency = True
-        conversation.emergency = True
-        conversation.priority = PRIORITY_EMERGENCY
-        already_open = not self.outcome.new_conversation and self.session.scalar(
-            select(Escalation.id)
-            .where(
-                Escalation.conversation_id == conversation.id,
-                Escalation.status != EscalationStatus.RESOLVED,
-            )
-            .limit(1)
+        escalated = conversations.escalate(
+            self.session, self.deps.escalation, conversation, self.msg.channel.value, trigger,
+            self.now, new=self.outcome.new_conversation,
         )
-        if not already_open:
-            conversation.save(self.conn)  # the sweep must see this as an emergency too
-            escalation = open_escalation(self.session, self.deps.escalation, conversation.id,
-                                         self.msg.channel.value, trigger, self.now)
-            self.outcome.escalation_id = escalation.id
+        if escalated.opened:
+            self.outcome.escalation_id = escalated.escalation_id
 
     # --- building blocks --------------------------------------------------------------------
 
@@ -447,13 +435,6 @@ class _Turn:
             created_at=self.msg.received_at,
         )
 
-    def _close(self, conversation: ConversationRow, outcome: str) -> None:
-        conversation.status = ConversationStatus.CLOSED
-        conversation.outcome = outcome
-        conversation.closed_at = self.now
-        audit(self.session, self.now, "conversation_closed", "conversation", conversation.id,
-              detail=outcome)
-
     def _reply(self, key: str, kind: OutboxKind = OutboxKind.REPLY, **values: str) -> None:
         self._reply_text(key, reply_text(self.deps.templates, self._language(), key, **values),
                          kind)
@@ -466,45 +447,19 @@ class _Turn:
         if contact.opted_out and kind != OutboxKind.OPTOUT_CONFIRM:
             return  # the contact still reaches the queue; nothing is sent to them
         self.outcome.replies.append(key)
-        body_enc = self.deps.cipher.encrypt(text)
         conversation = self.open_conversation
-        message_id = None
-        if conversation is not None:
-            message_id = insert_row(
-                self.conn,
-                MESSAGES,
-                conversation_id=conversation.id,
-                direction=Direction.OUTBOUND,
-                body_enc=body_enc,
-                media_count=0,
-                automatic=True,
-                created_at=self.now,
-            )
         assert contact.address_enc is not None  # only an opted-out contact has none
-        self._enqueue(contact.address_enc, body_enc, kind, contact.id,
-                      conversation.id if conversation else None, message_id)
-
-    def _enqueue(
-        self,
-        address_enc: str,
-        body_enc: str,
-        kind: OutboxKind = OutboxKind.REPLY,
-        contact_id: int | None = None,
-        conversation_id: int | None = None,
-        message_id: int | None = None,
-    ) -> None:
-        outbox.enqueue(
+        conversations.queue_reply(
             self.session,
             self.now,
             channel=self.msg.channel.value,
-            kind=kind,
-            address_enc=address_enc,
+            address_enc=contact.address_enc,
             address_hash=self.address_hash,
-            body_enc=body_enc,
+            body_enc=self.deps.cipher.encrypt(text),
             origin=self.msg.our_address,
-            contact_id=contact_id,
-            conversation_id=conversation_id,
-            message_id=message_id,
+            contact_id=contact.id,
+            conversation_id=conversation.id if conversation else None,
+            kind=kind,
         )
 
 

@@ -9,14 +9,15 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bot.console import admin, auth, escalations, events, queue
+from bot.console import admin, auth, conversation, escalations, events, queue
 from bot.console.deps import DEPS, ConsoleDeps
 from bot.console.formatting import filters
 from bot.console.pages import ROTA_GAP, RotaGap
 from bot.console.security import MIDDLEWARES
 
 STATIC = Path(__file__).parent / "static"
-SECTIONS = (auth.routes, queue.routes, events.routes, escalations.routes, admin.routes)
+SECTIONS = (auth.routes, queue.routes, conversation.routes, events.routes, escalations.routes,
+            admin.routes)
 
 
 def create_console(deps: ConsoleDeps) -> web.Application:

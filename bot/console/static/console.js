@@ -225,6 +225,21 @@
     update();
   }
 
+  // --- canned replies: choosing one puts it in the reply box at once (the form's button does
+  // the same without JS, by reloading the page with it) ----------------------------------------
+  function cannedPicker(select) {
+    var box = document.getElementById(select.getAttribute("data-canned-into"));
+    if (!box) { return; }
+    select.addEventListener("change", function () {
+      var option = select.options[select.selectedIndex];
+      var body = option ? option.getAttribute("data-body") : null;
+      if (body === null) { return; }
+      box.value = body;
+      box.dispatchEvent(new Event("input"));  // the segment counter
+      box.focus();
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var queue = document.querySelector('[data-live="queue"]');
     if (queue) { queuePage(queue); }
@@ -234,5 +249,7 @@
     if (emergency) { escalationPage(emergency); }
     Array.prototype.forEach.call(document.querySelectorAll("textarea[data-segments]"),
                                  segmentCounter);
+    Array.prototype.forEach.call(document.querySelectorAll("select[data-canned-into]"),
+                                 cannedPicker);
   });
 }());
