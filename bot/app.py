@@ -47,6 +47,7 @@ from handlers.inbound import InboundDeps
 from handlers.keywords import EmergencyMatcher
 from handlers.replies import FirstReplies
 from handlers.staff_auth import AuthPolicy
+from handlers.staff_notices import StaffChat
 from schedules import register_jobs
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     notifier = Notifier()
     senders: dict[str, Sender] = {}
     rates = {"sms": settings.sms.max_per_second, "telegram": settings.telegram.max_per_second}
-    worker = OutboxWorker(writer, cipher, senders, rates, settings.outbox, clock)
+    worker = OutboxWorker(writer, cipher, senders, rates, settings.outbox, clock, notifier)
     notifier.on_outbox(worker.wake)
     writer.on_commit = notifier.outbox
     enabled = {"sms": settings.sms.enabled, "telegram": settings.telegram.enabled}
@@ -111,6 +112,10 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         ),
         escalation=escalation,
         first_replies=FirstReplies(settings.replies, settings.hours),
+        staff_chat=(
+            StaffChat(settings.console.staff_chat_id, settings.server.public_url)
+            if settings.console.staff_chat_id and settings.telegram.enabled else None
+        ),
     )
     spool = Spool(settings.database.spool_dir, cipher)
     intake = Intake(writer, deps, spool, clock, settings.database.write_timeout_seconds,
@@ -137,7 +142,7 @@ def create_app(settings: Settings, clock: Clock = utc_now) -> web.Application:
     app.add_subapp("/console", create_console(console_deps(services)))
     if settings.sms.enabled:
         sms = TwilioWebhooks(settings.sms, settings.server.public_url, services.intake,
-                             services.writer, clock)
+                             services.writer, clock, services.notifier)
         app.router.add_routes(sms.routes())
     if services.telegram_bot is not None and settings.telegram.mode == "webhook":
         hook = TelegramWebhook(services.telegram_bot, settings.telegram, services.intake, clock)

@@ -31,6 +31,7 @@ from bot.domain import (
     SendError,
     TemporarySendError,
 )
+from bot.notify import Notifier
 from bot.storage import outbox
 from bot.storage.models import Outbox
 from bot.storage.outbox import Claimed
@@ -75,9 +76,11 @@ class OutboxWorker:
         rates: Mapping[str, float],
         settings: OutboxSettings,
         clock: Callable[[], datetime],
+        notifier: Notifier,
         concurrency: int = 16,
     ) -> None:
         self._writer = writer
+        self._notifier = notifier
         self._cipher = cipher
         self._senders = senders
         self._limiters = {channel: limiter(rate) for channel, rate in rates.items()}
@@ -302,6 +305,9 @@ class OutboxWorker:
         try:
             # A sent row wakes nobody; a retry or a fail-over page may be due for sending.
             await self._writer.run(unit, notify=result.status != OutboxStatus.SENT)
+            # Pages showing this message's delivery status read it again.
+            self._notifier.conversation(row.conversation_id)
+            self._notifier.escalation(row.escalation_id)
         except Exception as exc:
             # The lease runs out and the row is tried again: a possible repeat beats a loss.
             log.warning("outbox_record_failed", extra={"outbox": row.id,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.domain import OutboxStatus
+from bot.storage.after_commit import note
 from bot.storage.models import Outbox
 from bot.storage.queries import mark_opted_out
 
@@ -21,17 +23,25 @@ FAILED = {"undelivered", "failed", "canceled"}
 UNSUBSCRIBED_CODES = {"21610"}
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """Which pages should show the new status."""
+
+    conversation_id: int | None
+    escalation_id: int | None
+
+
 def record_delivery(
     session: Session,
     provider_id: str,
     provider_status: str,
     error_code: str | None,
     now: datetime,
-) -> bool:
-    """Returns False when no outbox row has that provider id (not ours, or erased)."""
+) -> Delivery | None:
+    """None when no outbox row has that provider id (not ours, or erased)."""
     row = session.scalar(select(Outbox).where(Outbox.provider_id == provider_id))
     if row is None:
-        return False
+        return None
     if provider_status in DELIVERED:
         row.status = OutboxStatus.DELIVERED
     elif provider_status in FAILED:
@@ -40,6 +50,6 @@ def record_delivery(
     row.updated_at = now
     if error_code in UNSUBSCRIBED_CODES:
         mark_opted_out(session, row.contact_id, row.address_hash, now)
-    log.info("delivery_status", extra={"outbox": row.id, "status": provider_status,
-                                       "error_code": error_code})
-    return True
+    note(session, log, "delivery_status", outbox=row.id, status=provider_status,
+         error_code=error_code)
+    return Delivery(row.conversation_id, row.escalation_id)

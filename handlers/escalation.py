@@ -36,6 +36,7 @@ from bot.domain import (
 from bot.gsm import septets, to_gsm7
 from bot.rota import Rota
 from bot.storage import outbox
+from bot.storage.after_commit import note
 from bot.storage.models import Escalation, Message, OncallOverride, Outbox, Staff
 from bot.storage.queries import audit
 
@@ -143,7 +144,7 @@ def open_escalation(
     session.flush()
     audit(session, now, "escalation_opened", "escalation", escalation.id, actor=actor,
           actor_staff_id=actor_staff_id, detail=f"trigger={trigger}")
-    log.info("escalation_opened", extra={"escalation": escalation.id, "trigger": trigger})
+    note(session, log, "escalation_opened", escalation=escalation.id, trigger=trigger)
     _fire(session, deps, escalation, now)
     return escalation
 
@@ -204,10 +205,11 @@ def _fire(
     if oncall.gap:
         detail += " rota_gap"
     audit(session, now, "page_queued", "escalation", escalation.id, detail=detail)
-    log.info("escalation_step", extra={"escalation": escalation.id, "step": step,
-                                       "paged": len(paged), "rota_gap": oncall.gap})
+    note(session, log, "escalation_step", escalation=escalation.id, step=step,
+         paged=len(paged), rota_gap=oncall.gap)
     if not paged:
-        log.error("escalation_nobody_reachable", extra={"escalation": escalation.id})
+        note(session, log, "escalation_nobody_reachable", level=logging.ERROR,
+             escalation=escalation.id)
     return True
 
 
@@ -264,7 +266,8 @@ def _enqueue_page(
 ) -> bool:
     usable = [a for a in staff_addresses(staff) if a.channel in deps.channels]
     if not usable:
-        log.warning("page_unreachable", extra={"staff": staff.id, "escalation": escalation.id})
+        note(session, log, "page_unreachable", level=logging.WARNING, staff=staff.id,
+             escalation=escalation.id)
         return False
     _enqueue_to_staff(session, usable[0], deps.cipher.encrypt(text), staff.id, escalation.id,
                       now)
@@ -339,7 +342,7 @@ def acknowledge(session: Session, deps: EscalationDeps, escalation_id: int,
     escalation.next_step_at = now + timedelta(seconds=deps.policy.ack_timeout_seconds)
     audit(session, now, "escalation_acked", "escalation", escalation.id, actor=staff.username,
           actor_staff_id=staff.id)
-    log.info("escalation_acked", extra={"escalation": escalation.id, "staff": staff.id})
+    note(session, log, "escalation_acked", escalation=escalation.id, staff=staff.id)
     return escalation
 
 
@@ -354,7 +357,7 @@ def resolve(session: Session, escalation_id: int, staff: Staff,
         escalation.acked_at, escalation.acked_by = now, staff.id
     audit(session, now, "escalation_resolved", "escalation", escalation.id,
           actor=staff.username, actor_staff_id=staff.id)
-    log.info("escalation_resolved", extra={"escalation": escalation.id, "staff": staff.id})
+    note(session, log, "escalation_resolved", escalation=escalation.id, staff=staff.id)
     return escalation
 
 
@@ -380,39 +383,47 @@ def open_escalation_ids(session: Session) -> list[int]:
 # --- staff writing in by SMS or Telegram -------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StaffCommand:
+    answer: str  # sent back to the staff member
+    escalation_id: int | None  # acknowledged or resolved by it
+
+
 def handle_staff_message(
     session: Session, deps: EscalationDeps, staff: Staff, msg: InboundMessage,
     now: datetime,
-) -> str:
-    """ACK n / ACK / RESOLVE n from a registered staff address. Returns the answer sent."""
-    answer = _staff_answer(session, deps, staff, msg.text, now)
+) -> StaffCommand:
+    """ACK n / ACK / RESOLVE n from a registered staff address."""
+    command = _staff_command(session, deps, staff, msg.text, now)
     to = StaffAddress(msg.channel.value, deps.cipher.encrypt(msg.address),
                       deps.cipher.address_hash(msg.channel, msg.address))
-    _enqueue_to_staff(session, to, deps.cipher.encrypt(answer), staff.id, None, now,
+    _enqueue_to_staff(session, to, deps.cipher.encrypt(command.answer), staff.id, None, now,
                       kind=OutboxKind.STAFF_NOTICE)
-    return answer
+    return command
 
 
-def _staff_answer(session: Session, deps: EscalationDeps, staff: Staff, text: str,
-                        now: datetime) -> str:
+def _staff_command(session: Session, deps: EscalationDeps, staff: Staff, text: str,
+                   now: datetime) -> StaffCommand:
     match = COMMAND.match(text)
     if match is None:
-        return "Commands: ACK 42 to acknowledge emergency #42, RESOLVE 42 when it is handled."
+        return StaffCommand("Commands: ACK 42 to acknowledge emergency #42, RESOLVE 42 when "
+                            "it is handled.", None)
     verb, number = match.group(1).upper(), match.group(2)
     open_ids = open_escalation_ids(session)
     if number is None:
         if verb == "RESOLVE" or len(open_ids) != 1:
-            return _which(verb, open_ids)
+            return StaffCommand(_which(verb, open_ids), None)
         number = str(open_ids[0])
     link = f"{deps.public_url}/console/escalations/{number}"
     try:
         if verb == "ACK":
-            acknowledge(session, deps, int(number), staff, now)
-            return f"Acknowledged #{number}. Reply RESOLVE {number} when it is handled. {link}"
-        resolve(session, int(number), staff, now)
-        return f"Resolved #{number}."
+            acked = acknowledge(session, deps, int(number), staff, now)
+            return StaffCommand(f"Acknowledged #{number}. Reply RESOLVE {number} when it is "
+                                f"handled. {link}", acked.id)
+        resolved = resolve(session, int(number), staff, now)
+        return StaffCommand(f"Resolved #{number}.", resolved.id)
     except EscalationNotFound:
-        return f"No open emergency #{number}. " + _open_list(open_ids)
+        return StaffCommand(f"No open emergency #{number}. " + _open_list(open_ids), None)
 
 
 def _which(verb: str, open_ids: list[int]) -> str:

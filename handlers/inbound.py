@@ -26,6 +26,7 @@ from bot.domain import (
     OutboxKind,
 )
 from bot.hours import BusinessHours, describe_opening
+from bot.storage.after_commit import note
 from bot.storage.models import Contact, Conversation, Message, Staff
 from bot.storage.outbox import cancel_pending_to_contact, forget_contact
 from bot.storage.queries import audit, record_provider_event
@@ -48,6 +49,7 @@ from handlers.keywords import (
     parse_intake_answer,
 )
 from handlers.replies import FirstReplies, Templates, reply_text
+from handlers.staff_notices import StaffChat, announce_new_conversation
 
 log = logging.getLogger(__name__)
 EMERGENCY_REPLY_INTERVAL = timedelta(minutes=10)
@@ -61,6 +63,7 @@ class InboundDeps:
     emergency: EmergencyMatcher
     escalation: EscalationDeps
     first_replies: FirstReplies
+    staff_chat: StaffChat | None = None  # told of new conversations during hours
 
 
 @dataclass
@@ -93,23 +96,21 @@ def take_in(
     # Staff first: a message from a registered staff address is never a contact's.
     staff = session.get(Staff, sender.staff_id) if sender.staff_id is not None else None
     if staff is not None:
-        handle_staff_message(session, deps.escalation, staff, msg, now)
-        log.info("staff_message", extra={"channel": msg.channel.value, "staff": staff.id})
-        return InboundOutcome(staff=True)
+        command = handle_staff_message(session, deps.escalation, staff, msg, now)
+        note(session, log, "staff_message", channel=msg.channel.value, staff=staff.id)
+        return InboundOutcome(staff=True, escalation_id=command.escalation_id)
     turn = _Turn(session, deps, msg, now, auto_reply, sender.contact, sender.conversation,
                  address_hash)
     turn.handle()
     turn.save()
-    log.info(
-        "inbound_taken",
-        extra={
-            "channel": msg.channel.value,
-            "conversation": turn.outcome.conversation_id,
-            "keyword": turn.outcome.keyword,
-            "emergency": turn.outcome.emergency,
-            "replies": turn.outcome.replies,
-        },
-    )
+    conversation_id = turn.outcome.conversation_id
+    if (deps.staff_chat is not None and turn.outcome.new_conversation
+            and conversation_id is not None and deps.hours.is_open(now)):
+        announce_new_conversation(session, deps.staff_chat, deps.cipher, conversation_id,
+                                  msg.channel.value, now)
+    note(session, log, "inbound_taken", channel=msg.channel.value,
+         conversation=turn.outcome.conversation_id, keyword=turn.outcome.keyword,
+         emergency=turn.outcome.emergency, replies=turn.outcome.replies)
     return turn.outcome
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain import ConversationStatus, OutboxStatus
+from bot.storage.after_commit import note
 from bot.storage.models import Contact, Conversation, Message, Outbox, ProviderEvent
 from bot.storage.queries import audit
 
@@ -53,6 +54,6 @@ def purge_expired(session: Session, now: datetime, retention_days: int) -> Purge
     result = Purged(conversations=len(ids), contacts=contacts.rowcount or 0)
     audit(session, now, "retention_purge", "conversation", None,
           detail=f"conversations={result.conversations} contacts={result.contacts}")
-    log.info("retention_purged", extra={"conversations": result.conversations,
-                                        "contacts": result.contacts})
+    note(session, log, "retention_purged", conversations=result.conversations,
+         contacts=result.contacts)
     return result

@@ -17,7 +17,10 @@ log = logging.getLogger(__name__)
 async def sweep_job(services: Services) -> list[int]:
     now = services.clock()
     try:
-        return await services.writer.run(lambda s: fire_due(s, services.escalation, now))
+        fired = await services.writer.run(lambda s: fire_due(s, services.escalation, now))
     except Exception as exc:  # the database is down: the next sweep tries again
         log.warning("escalation_sweep_failed", extra={"error": type(exc).__name__})
         return []
+    for escalation_id in fired:
+        services.notifier.escalation(escalation_id)
+    return fired

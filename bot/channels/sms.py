@@ -32,6 +32,7 @@ from bot.config import SmsSettings
 from bot.domain import Channel, InboundMessage, PermanentSendError, TemporarySendError
 from bot.http_errors import expect_handler
 from bot.intake import Intake, SpoolFailed, Taken
+from bot.notify import Notifier
 from bot.storage.writer import Writer
 from handlers.delivery import record_delivery
 
@@ -68,12 +69,14 @@ class TwilioWebhooks:
         intake: Intake,
         writer: Writer,
         clock: Callable[[], datetime],
+        notifier: Notifier,
     ) -> None:
         self._validator = RequestValidator(settings.auth_token.reveal())
         self._public_url = public_url
         self._intake = intake
         self._writer = writer
         self._clock = clock
+        self._notifier = notifier
         self._empty_twiml = str(MessagingResponse())  # the usual answer, built once
 
     def routes(self) -> list[web.RouteDef]:
@@ -129,7 +132,12 @@ class TwilioWebhooks:
         sid, status = fields["MessageSid"], fields["MessageStatus"]
         error_code = fields["ErrorCode"] or None
         now = self._clock()
-        await self._writer.run(lambda s: record_delivery(s, sid, status, error_code, now))
+        delivery = await self._writer.run(
+            lambda s: record_delivery(s, sid, status, error_code, now)
+        )
+        if delivery is not None:
+            self._notifier.conversation(delivery.conversation_id)
+            self._notifier.escalation(delivery.escalation_id)
         return web.Response(text=self._empty_twiml, content_type=TWIML)
 
 

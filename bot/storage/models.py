@@ -151,7 +151,10 @@ class Outbox(Base):
     conversation_id: Mapped[int | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="SET NULL")
     )
-    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    # Indexed: a conversation's page reads each outbound message's delivery status by it.
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL"), index=True
+    )
     escalation_id: Mapped[int | None] = mapped_column(
         ForeignKey("escalations.id", ondelete="SET NULL"), index=True
     )

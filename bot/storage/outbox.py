@@ -86,6 +86,8 @@ class Claimed:
     origin: str | None
     attempts: int  # counting this one
     in_doubt: bool  # an earlier attempt may have reached the provider
+    conversation_id: int | None
+    escalation_id: int | None
 
 
 class SentRow(Protocol):
@@ -135,7 +137,8 @@ def claim(
     rows = session.execute(
         select(Outbox.id, Outbox.kind, Outbox.status, Outbox.address_enc, Outbox.body_enc,
                Outbox.origin, Outbox.attempts, Outbox.in_doubt, Outbox.staff_id,
-               Outbox.escalation_id, Outbox.failover_of, _opted_out().label("opted_out"))
+               Outbox.escalation_id, Outbox.failover_of, Outbox.conversation_id,
+               _opted_out().label("opted_out"))
         .where(
             Outbox.channel == channel,
             or_(
@@ -161,7 +164,8 @@ def claim(
         else:
             in_doubt = row.in_doubt or row.status == OutboxStatus.SENDING
             claimed.append(Claimed(row.id, channel, row.kind, row.address_enc, row.body_enc,
-                                   row.origin, row.attempts + 1, in_doubt))
+                                   row.origin, row.attempts + 1, in_doubt,
+                                   row.conversation_id, row.escalation_id))
     if claimed:
         session.execute(
             update(Outbox)

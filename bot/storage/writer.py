@@ -33,6 +33,7 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
+from bot.storage import after_commit
 from bot.storage.database import is_sqlite, make_sync_engine
 
 T = TypeVar("T")
@@ -52,6 +53,7 @@ class _Job:
     unit: Unit[Any]
     future: asyncio.Future[Any]
     notify: bool
+    notes: list[after_commit.Note] = field(default_factory=list)  # logged after commit
     withdrawn: bool = False  # the caller gave up before the batch was sealed
     sealed: bool = False  # the batch is committing with this unit in it
     ran: bool = False  # the unit ran in the current attempt at the batch
@@ -199,6 +201,7 @@ class Writer:
             if job.error is not None:
                 job.future.set_exception(job.error)
             else:
+                after_commit.write(job.notes)
                 job.future.set_result(job.result)
         if any(job.notify and job.sealed and job.error is None for job in batch):
             self.on_commit()
@@ -221,6 +224,7 @@ class Writer:
                     async with AsyncSession(self._engine, expire_on_commit=False) as session, \
                             session.begin():
                         job.result, job.error, job.ran = None, None, True
+                        job.notes = after_commit.collect(session)
                         try:
                             job.result = await session.run_sync(job.unit)
                         except Exception as exc:
@@ -243,6 +247,7 @@ class Writer:
         if job.error is not None:
             job.future.set_exception(job.error)
             return
+        after_commit.write(job.notes)
         job.future.set_result(job.result)
         if job.notify:
             self.on_commit()
@@ -283,6 +288,7 @@ def _run_units(session: Session, batch: list[_Job], isolate: bool = True) -> Non
         if job.withdrawn:
             continue
         job.ran = True
+        job.notes = after_commit.collect(session)
         if not isolate:
             try:
                 job.result = job.unit(session)

@@ -104,6 +104,9 @@ def upgrade() -> None:
             "conversation_id", "staff_id", name=op.f("pk_conversation_viewers")
         ),
     )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index("ix_outbox_message_id", ["message_id"], unique=False)
+
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.create_index("ix_audit_log_actor", ["actor_staff_id", "id"], unique=False)
         batch_op.create_index("ix_audit_log_target", ["target_type", "target_id"], unique=False)
@@ -141,6 +144,9 @@ def downgrade() -> None:
         batch_op.drop_index("ix_conversations_assigned")
         batch_op.drop_column("awaiting_since")
         batch_op.drop_column("first_staff_reply_at")
+
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_message_id")
 
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_log_target")
