@@ -37,9 +37,10 @@ from bot.crypto import Cipher
 from bot.http_errors import ServerLog, expect_handler, unreadable_body_is_400
 from bot.intake import Intake
 from bot.notify import Notifier
+from bot.notify_postgres import PostgresRelay, listen_dsn
 from bot.outbox import OutboxWorker, Sender
 from bot.spool import Spool
-from bot.storage.database import ensure_schema, make_engine
+from bot.storage.database import ensure_schema, is_sqlite, make_engine
 from bot.storage.reader import Reader
 from bot.storage.writer import Writer
 from handlers.escalation import EscalationDeps
@@ -147,7 +148,7 @@ def create_app(settings: Settings, clock: Clock = utc_now) -> web.Application:
     if services.telegram_bot is not None and settings.telegram.mode == "webhook":
         hook = TelegramWebhook(services.telegram_bot, settings.telegram, services.intake, clock)
         app.router.add_routes(hook.routes())
-    app.cleanup_ctx.extend([_database, _sms_sender, _telegram, _outbox, _scheduler])
+    app.cleanup_ctx.extend([_database, _relay, _sms_sender, _telegram, _outbox, _scheduler])
     return app
 
 
@@ -222,6 +223,21 @@ async def _telegram(app: web.Application) -> AsyncIterator[None]:
     services.telegram_poller = None
     with contextlib.suppress(TelegramError):
         await bot.shutdown()
+
+
+async def _relay(app: web.Application) -> AsyncIterator[None]:
+    """With several processes on PostgreSQL, commits are told between them by LISTEN/NOTIFY."""
+    services = app[SERVICES]
+    if is_sqlite(services.settings.database.url):
+        yield
+        return
+    relay = PostgresRelay(services.notifier, listen_dsn(services.settings.database.url))
+    services.notifier.relay = relay
+    task = asyncio.create_task(relay.run(), name="notify-relay")
+    yield
+    services.notifier.relay = None
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _outbox(app: web.Application) -> AsyncIterator[None]:

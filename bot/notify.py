@@ -38,14 +38,18 @@ class Stream:
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[Change] = asyncio.Queue(STREAM_BACKLOG)
+        self._behind = False  # a RESYNC waits: anything more would be read anyway
 
     def put(self, change: Change) -> None:
+        if self._behind:
+            return
         try:
             self._queue.put_nowait(change)
         except asyncio.QueueFull:
             while not self._queue.empty():
                 self._queue.get_nowait()
             self._queue.put_nowait(RESYNC)
+            self._behind = True
 
     async def next(self, seconds: float) -> list[Change]:
         """The changes since the last call, waiting up to `seconds` for one; [] if none."""
@@ -55,6 +59,7 @@ class Stream:
                 changes = [first]
                 while not self._queue.empty():
                     changes.append(self._queue.get_nowait())
+                self._behind = False
                 return changes
         return []
 

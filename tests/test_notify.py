@@ -1,0 +1,61 @@
+"""The commit fan-out: in one process, and between processes on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.notify import RESYNC, Change, Notifier
+from bot.notify_postgres import PostgresRelay, decode, encode, listen_dsn
+from tests.databases import on_postgres
+
+
+async def test_a_stream_hears_each_change_and_a_slow_one_gets_one_resync():
+    notifier = Notifier()
+    with notifier.stream() as fast, notifier.stream() as slow:
+        notifier.conversation(7)
+        assert await fast.next(1) == [Change("conversation", 7)]
+        for n in range(1000):
+            notifier.conversation(n)
+        assert await slow.next(1) == [RESYNC]
+    assert notifier.streams == 0
+
+
+def test_payloads_round_trip_and_stay_under_postgres_limit():
+    changes = [Change("conversation", n) for n in range(3000)] + [Change("escalation", 4)]
+    payloads = encode(True, changes)
+    assert all(len(p) <= 8000 for p in payloads) and len(payloads) > 1
+    outbox, heard = False, []
+    for payload in payloads:
+        woke, found = decode(payload)
+        outbox = outbox or woke
+        heard.extend(found)
+    assert outbox and heard == changes
+    assert decode("c:1,x:2,c:y,o") == (True, [Change("conversation", 1)])
+
+
+@pytest.mark.skipif(not on_postgres(), reason="LISTEN/NOTIFY needs PostgreSQL")
+async def test_a_commit_in_one_process_reaches_the_others_streams_and_outbox(database_url):
+    wakes: list[str] = []
+    first, second = Notifier(), Notifier()
+    second.on_outbox(lambda: wakes.append("woke"))
+    relays = [PostgresRelay(n, listen_dsn(database_url)) for n in (first, second)]
+    first.relay = relays[0]
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                if all(r.connected for r in relays):
+                    break
+                await asyncio.sleep(0.01)
+        with second.stream() as stream:
+            first.outbox()
+            first.conversation(42)
+            heard = await stream.next(5)
+        assert heard == [Change("conversation", 42)]
+        assert wakes == ["woke"]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
