@@ -38,6 +38,7 @@ from bot.storage.rows import (
     ConversationRow,
     insert_row,
     load_sender,
+    lock_sender,
 )
 from handlers import conversations
 from handlers.escalation import EscalationDeps, handle_staff_message
@@ -92,6 +93,7 @@ def take_in(
     """
     record_provider_event(session, msg.channel, msg.provider_id, now)
     address_hash = deps.cipher.address_hash(msg.channel, msg.address)
+    lock_sender(session.connection(), address_hash)
     sender = load_sender(session.connection(), msg.channel, address_hash)
     # Staff first: a message from a registered staff address is never a contact's.
     staff = session.get(Staff, sender.staff_id) if sender.staff_id is not None else None

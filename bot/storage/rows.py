@@ -140,6 +140,23 @@ class Sender:
     conversation: ConversationRow | None
 
 
+@cache
+def _lock_contact() -> Select[Any]:
+    return select(CONTACTS.c.id).where(
+        CONTACTS.c.address_hash == bindparam("address_hash")
+    ).with_for_update()
+
+
+def lock_sender(conn: Connection, address_hash: str) -> None:
+    """With several writers (PostgreSQL), two messages from one contact must not be taken
+    in side by side: both would see no open conversation and each would open one. Locking
+    the contact's row first makes the second wait for the first's commit, then read it.
+    (A contact new to both meets the unique address hash instead, and is taken again.)
+    SQLite has one writer, so nothing is needed there."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(_lock_contact(), {"address_hash": address_hash})
+
+
 def load_sender(conn: Connection, channel: str, address_hash: str) -> Sender:
     """Staff member, contact and latest conversation for an address, in one query: this
     runs for every inbound message."""

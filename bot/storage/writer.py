@@ -41,7 +41,9 @@ Unit = Callable[[Session], T]
 log = logging.getLogger(__name__)
 TRANSACTIONS_IN_FLIGHT = 8  # per process, on PostgreSQL
 TRANSACTION_TRIES = 3
-RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+# serialization_failure, deadlock_detected, and unique_violation: two processes creating the
+# same contact at once; the one that lost runs again and finds it.
+RETRYABLE_SQLSTATES = {"40001", "40P01", "23505"}
 
 
 class WriterStopped(RuntimeError):
