@@ -26,6 +26,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.crypto import Cipher, KeyMaterialError, generate_key
 from bot.domain import StaffRole
 from bot.logs import configure_logging
+from bot.storage.copy import Copied, TargetNotEmpty, copy_database
 from bot.storage.database import (
     DatabaseNotMigrated,
     ensure_schema,
@@ -97,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     up = db.add_parser("upgrade", help="apply migrations")
     up.add_argument("--config", default="config.toml")
     up.set_defaults(func=cmd_db_upgrade)
+    copy = db.add_parser("copy", help="copy every row to another (empty) database")
+    copy.add_argument("--to", required=True, metavar="URL",
+                      help="e.g. postgresql+asyncpg://triage@db.example.org/triage")
+    copy.add_argument("--config", default="config.toml")
+    copy.set_defaults(func=cmd_db_copy)
     staff = sub.add_parser("staff", help="staff accounts").add_subparsers(dest="staff",
                                                                           required=True)
     add = staff.add_parser("add", help="add a staff member; the password is read from stdin")
@@ -179,6 +185,31 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
     asyncio.run(go())
     print("database is up to date")
+    return 0
+
+
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if "://" not in args.to:
+        raise CommandError("--to must be an SQLAlchemy URL, e.g. postgresql+asyncpg://host/db")
+    if make_url(args.to) == make_url(settings.database.url):
+        raise CommandError("--to is the database this config already uses")
+
+    async def go() -> list[Copied]:
+        source = make_engine(settings.database.url)
+        target = make_engine(args.to)
+        try:
+            return await copy_database(source, target)
+        finally:
+            await source.dispose()
+            await target.dispose()
+
+    try:
+        copied = asyncio.run(go())
+    except TargetNotEmpty as exc:
+        raise CommandError(str(exc)) from None
+    rows = sum(c.rows for c in copied)
+    print(f"copied {rows} rows in {len(copied)} tables; point [database] url at the new one")
     return 0
 
 
