@@ -25,6 +25,7 @@ run: install $(DEV_KEY)
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 test: install lint
 	$(BIN)/python -m pytest -q

@@ -1,32 +1,38 @@
 """Timed work. Jobs have fixed ids and keep their state in the database, so a restart or a
-second replica running the same jobs loses and doubles nothing."""
+second replica running the same jobs loses and doubles nothing.
+
+Each job declares, as a Protocol, the few things it uses; the composition root hands over
+its services, which have them. No job imports the composition root.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from schedules.escalations import sweep_job
-from schedules.retention import purge_job
-from schedules.spool import drain_job
-
-if TYPE_CHECKING:
-    from bot.app import Services
+from bot.config import Settings
+from schedules.escalations import SweepDeps, sweep_job
+from schedules.retention import PurgeDeps, purge_job
+from schedules.spool import DrainDeps, drain_job
 
 SPOOL_DRAIN_SECONDS = 10
 
 
-def register_jobs(scheduler: AsyncIOScheduler, services: Services) -> None:
+class JobDeps(SweepDeps, PurgeDeps, DrainDeps, Protocol):
+    settings: Settings
+
+
+def register_jobs(scheduler: AsyncIOScheduler, deps: JobDeps) -> None:
     scheduler.add_job(
-        drain_job, "interval", seconds=SPOOL_DRAIN_SECONDS, args=[services],
+        drain_job, "interval", seconds=SPOOL_DRAIN_SECONDS, args=[deps],
         id="spool-drain", max_instances=1, coalesce=True,
     )
     scheduler.add_job(
-        sweep_job, "interval", seconds=services.settings.escalation.sweep_interval_seconds,
-        args=[services], id="escalation-sweep", max_instances=1, coalesce=True,
+        sweep_job, "interval", seconds=deps.settings.escalation.sweep_interval_seconds,
+        args=[deps], id="escalation-sweep", max_instances=1, coalesce=True,
     )
     scheduler.add_job(
-        purge_job, "cron", hour=3, minute=17, args=[services],
+        purge_job, "cron", hour=3, minute=17, args=[deps],
         id="retention-purge", max_instances=1, coalesce=True,
     )

@@ -4,23 +4,31 @@ this sweep: the compare-and-set in handlers.escalation lets only one of them sen
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
 
-from handlers.escalation import fire_due
-
-if TYPE_CHECKING:
-    from bot.app import Services
+from bot.notify import Notifier
+from bot.storage.writer import Writer
+from handlers.escalation import EscalationDeps, fire_due
 
 log = logging.getLogger(__name__)
 
 
-async def sweep_job(services: Services) -> list[int]:
-    now = services.clock()
+class SweepDeps(Protocol):
+    writer: Writer
+    escalation: EscalationDeps
+    notifier: Notifier
+    clock: Callable[[], datetime]
+
+
+async def sweep_job(deps: SweepDeps) -> list[int]:
+    now = deps.clock()
     try:
-        fired = await services.writer.run(lambda s: fire_due(s, services.escalation, now))
+        fired = await deps.writer.run(lambda s: fire_due(s, deps.escalation, now))
     except Exception as exc:  # the database is down: the next sweep tries again
         log.warning("escalation_sweep_failed", extra={"error": type(exc).__name__})
         return []
     for escalation_id in fired:
-        services.notifier.escalation(escalation_id)
+        deps.notifier.escalation(escalation_id)
     return fired

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
 
+from bot.config import Settings
+from bot.storage.writer import Writer
 from handlers.retention import Purged, purge_expired
 
-if TYPE_CHECKING:
-    from bot.app import Services
+
+class PurgeDeps(Protocol):
+    settings: Settings
+    writer: Writer
+    clock: Callable[[], datetime]
 
 
-async def purge_job(services: Services) -> Purged:
-    now = services.clock()
-    days = services.settings.privacy.retention_days
-    return await services.writer.run(lambda session: purge_expired(session, now, days))
+async def purge_job(deps: PurgeDeps) -> Purged:
+    now = deps.clock()
+    days = deps.settings.privacy.retention_days
+    return await deps.writer.run(lambda session: purge_expired(session, now, days))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from bot.app import Services
+from bot.intake import Intake
 
 
-async def drain_job(services: Services) -> None:
-    await services.intake.drain_spool()
+class DrainDeps(Protocol):
+    intake: Intake
+
+
+async def drain_job(deps: DrainDeps) -> None:
+    await deps.intake.drain_spool()
