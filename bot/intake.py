@@ -92,6 +92,10 @@ class Intake:
 
     async def drain_spool(self) -> int:
         """Take spooled messages in, oldest first; stop at the first database failure."""
+        with self._spool.draining() as mine:
+            return await self._drain() if mine else 0
+
+    async def _drain(self) -> int:
         taken = 0
         for path, msg in self._spool:
             if msg is None:

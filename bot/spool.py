@@ -3,6 +3,8 @@ take it, so a provider is told "received" only once the message is on disk somew
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -71,6 +73,22 @@ class Spool:
             )
         except (OSError, DecryptError, ValueError, KeyError):
             return None
+
+    @contextlib.contextmanager
+    def draining(self) -> Iterator[bool]:
+        """True if this process may drain now: processes that share a spool folder take
+        turns (an exclusive lock on a file in it), so a message is not taken in twice."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.directory / ".drain-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def __len__(self) -> int:
         return len(list(self.directory.glob(f"*{SUFFIX}"))) if self.directory.is_dir() else 0

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from bot.domain import ConversationStatus, OutboxStatus
 from bot.storage.after_commit import note
 from bot.storage.models import Contact, Conversation, Message, Outbox, ProviderEvent
-from bot.storage.queries import audit
+from bot.storage.queries import audit, try_exclusive
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ class Purged:
 
 
 def purge_expired(session: Session, now: datetime, retention_days: int) -> Purged:
+    if not try_exclusive(session, "retention-purge"):
+        return Purged(conversations=0, contacts=0)  # another process is purging right now
     cutoff = now - timedelta(days=retention_days)
     expired = select(Conversation.id).where(
         Conversation.status == ConversationStatus.CLOSED, Conversation.closed_at < cutoff

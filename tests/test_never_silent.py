@@ -3,6 +3,8 @@ the message waits encrypted in the spool, and it is taken in once the database i
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -151,3 +153,21 @@ async def test_spooled_first_contact_is_not_also_answered_by_a_late_commit(
     assert await rows(svc, Message) == 1
     await svc.outbox_idle()
     assert fake_twilio.sent == []  # the safety text in the TwiML was the one reply
+
+
+async def test_processes_sharing_a_spool_folder_take_turns_draining_it(
+    start_service, fake_twilio, db_path
+):
+    svc = await start_service(fake_twilio, **FAST_FALLBACK)
+    with database_down(db_path):
+        await svc.sms("Hello")
+    spool = svc.services.settings.database.spool_dir
+    other = os.open(spool / ".drain-lock", os.O_RDWR)  # another process is draining
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        assert await svc.services.intake.drain_spool() == 0
+        assert len(spool_files(svc)) == 1
+    finally:
+        os.close(other)
+    assert await svc.services.intake.drain_spool() == 1
+    assert await rows(svc, Message) == 1

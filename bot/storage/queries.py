@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import Insert, update
+from sqlalchemy import Insert, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -75,3 +76,14 @@ def mark_opted_out(
         .where(match, Contact.opted_out.is_(False))
         .values(opted_out=True, opted_out_at=now)
     )
+
+
+def try_exclusive(session: Session, job: str) -> bool:
+    """Whether this transaction is the only one doing `job` right now, for work that any
+    number of processes may start at once (the nightly purge). On PostgreSQL a transaction
+    advisory lock, released at commit; SQLite's single writer makes every unit exclusive."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    key = int.from_bytes(hashlib.sha256(job.encode()).digest()[:8], "big", signed=True)
+    return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"),
+                                {"key": key}).scalar())
