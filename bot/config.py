@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,6 +98,8 @@ class ServerSettings:
     port: int
     public_url: str
     max_body_bytes: int
+    # Reverse proxies whose X-Forwarded-For is believed, for the client's own address.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -310,7 +313,16 @@ def _server(t: _Table) -> ServerSettings:
         port=t.int("port", 8080, minimum=0, maximum=65535),
         public_url=public_url,
         max_body_bytes=t.int("max_body_bytes", 64 * 1024, minimum=1024),
+        trusted_proxies=_networks(t, "trusted_proxies", []),
     )
+
+
+def _networks(t: _Table, key: str, default: list[str]) -> tuple[IPv4Network | IPv6Network, ...]:
+    try:
+        return tuple(ip_network(n, strict=False) for n in t.str_list(key, default))
+    except ValueError:
+        raise ConfigError(t.key(key), "must be a list of addresses or networks, "
+                                      'e.g. ["127.0.0.1", "10.0.0.0/8"]') from None
 
 
 def _database(t: _Table, base_dir: Path) -> DatabaseSettings:

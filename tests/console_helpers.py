@@ -44,6 +44,7 @@ class Browser:
     svc: Service
     cookies: dict[str, str] = field(default_factory=dict)
     last: Page | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)  # sent with every request
 
     def _remember(self, response: Any) -> None:
         for header in response.headers.getall("Set-Cookie", []):
@@ -59,7 +60,7 @@ class Browser:
         headers = {"Accept": "text/html", "User-Agent": "Mozilla/5.0 (X11; Linux) Firefox/140.0"}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        return {**headers, **(extra or {})}
+        return {**headers, **self.extra_headers, **(extra or {})}
 
     async def get(self, path: str, headers: dict[str, str] | None = None) -> Page:
         async with self.svc.client.get(path, headers=self._headers(headers),

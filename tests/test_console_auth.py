@@ -242,3 +242,32 @@ async def test_login_next_never_leaves_the_console(svc):
     page = await browser.post("/console/login", {"username": "erin", "password": PASSWORD,
                                                  "next": "https://evil.example/x"})
     assert page.location == "/console"
+
+
+async def test_behind_a_trusted_proxy_each_browser_is_throttled_on_its_own_address(
+    start_service, fake_twilio
+):
+    svc = await start_service(fake_twilio, server={"trusted_proxies": ["127.0.0.1"]})
+    await add_staff(svc, "erin")
+    attacker = Browser(svc, extra_headers={"X-Forwarded-For": "203.0.113.7"})
+    for n in range(20):
+        await attacker.get("/console/login")
+        await attacker.post("/console/login", {"username": f"guess{n}", "password": "x"})
+    await attacker.get("/console/login")
+    page = await attacker.post("/console/login", {"username": "erin", "password": PASSWORD})
+    assert page.status == 429
+    # Behind the same proxy, another browser is not locked out by the attacker's failures.
+    staff = Browser(svc, extra_headers={"X-Forwarded-For": "198.51.100.20"})
+    assert (await staff.sign_in("erin")).status == 200
+
+
+async def test_without_a_trusted_proxy_a_forged_forwarded_header_changes_nothing(svc):
+    await add_staff(svc, "erin")
+    for n in range(20):
+        liar = Browser(svc, extra_headers={"X-Forwarded-For": f"198.51.100.{n}"})
+        await liar.get("/console/login")
+        await liar.post("/console/login", {"username": f"guess{n}", "password": "x"})
+    liar = Browser(svc, extra_headers={"X-Forwarded-For": "198.51.100.99"})
+    await liar.get("/console/login")
+    page = await liar.post("/console/login", {"username": "erin", "password": PASSWORD})
+    assert page.status == 429

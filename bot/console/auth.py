@@ -18,6 +18,7 @@ from bot.console.security import (
     Access,
     access,
     clear_cookie,
+    client_address,
     client_description,
     safe_next,
     set_cookie,
@@ -53,7 +54,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     username = _field(form, "username", 64).strip()
     password = _field(form, "password", 1024)
     target = safe_next(_field(form, "next", 500))
-    client = request.remote or "unknown"
+    client = client_address(request)
     keys = staff_auth.throttle_keys(d.policy, username, client)
     now = d.clock()
     if await d.reader.run(lambda s: staff_auth.throttled(s, keys, now)):
@@ -96,7 +97,7 @@ async def code(request: web.Request) -> web.Response:
     form = await request.post()
     given = _field(form, "otp", 40)
     target = safe_next(_field(form, "next", 500))
-    client = request.remote or "unknown"
+    client = client_address(request)
     keys = staff_auth.throttle_keys(d.policy, signed_in.username, client)
     now = d.clock()
     if await d.reader.run(lambda s: staff_auth.throttled(s, keys, now)):

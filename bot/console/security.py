@@ -12,6 +12,7 @@ import enum
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 from urllib.parse import quote
 
@@ -173,6 +174,30 @@ def set_cookie(request: web.Request, response: web.StreamResponse, name: str,
 
 def clear_cookie(response: web.StreamResponse, name: str) -> None:
     response.del_cookie(name, path=PREFIX)
+
+
+def client_address(request: web.Request) -> str:
+    """The browser's address, for throttling sign-ins per client. Behind a reverse proxy
+    listed in `[server] trusted_proxies`, the nearest address in X-Forwarded-For that is
+    not one of those proxies; otherwise the connection's own. (Believing the header from
+    anyone else would let a client pick its own address.)"""
+    trusted = deps(request).settings.server.trusted_proxies
+    remote = request.remote or "unknown"
+    if not trusted or not _within(remote, trusted):
+        return remote
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not _within(hop, trusted):
+            return hop
+    return remote
+
+
+def _within(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 def client_description(user_agent: str) -> str:
