@@ -26,7 +26,7 @@ from bot.crypto import generate_key
 from bot.domain import OutboxStatus
 from bot.logs import QUIET_LOGGERS, configure_logging
 from bot.storage.models import Outbox
-from tests.databases import PostgresSchema, postgres_url, sqlite_url
+from tests.databases import PostgresSchema, fresh_schema, postgres_url, sqlite_url
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fixtures import (
@@ -147,6 +147,18 @@ async def database_url(tmp_path: Path, postgres_schema: PostgresSchema | None) -
         return sqlite_url(tmp_path)
     await postgres_schema.empty()
     return postgres_schema.url
+
+
+@pytest.fixture
+async def empty_database(tmp_path: Path) -> AsyncIterator[str]:
+    """A database with nothing in it, not even the schema: an SQLite file not yet made, or
+    a new PostgreSQL schema (dropped afterwards)."""
+    base = postgres_url()
+    if base is None:
+        yield sqlite_url(tmp_path / "empty")
+        return
+    async with fresh_schema(base) as url:
+        yield url
 
 
 @pytest.fixture

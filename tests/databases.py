@@ -12,8 +12,10 @@ fails at once: it never quietly falls back to SQLite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -88,4 +90,19 @@ class PostgresSchema:
 
 
 def sqlite_url(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite+aiosqlite:///{folder / 'triage.db'}"
+
+
+@contextlib.asynccontextmanager
+async def fresh_schema(base: str) -> AsyncIterator[str]:
+    """An empty PostgreSQL schema of its own, for a test that needs nothing in it."""
+    name = f"empty_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(_dsn(base), timeout=10)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{name}"')
+        yield make_url(base).update_query_dict({"search_path": name}).render_as_string(
+            hide_password=False)
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        await conn.close()

@@ -1,40 +1,48 @@
-"""The Alembic migrations build exactly the schema the models describe."""
+"""The Alembic migrations build exactly the schema the models describe, on the run's
+database (SQLite, or PostgreSQL with TRIAGE_TEST_DATABASE_URL), and undo themselves."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import Connection
 
-from bot.storage.database import alembic_config
+from bot.storage.database import alembic_config, make_engine
 from bot.storage.models import Base
 
 
-def test_migrated_schema_matches_the_models(tmp_path: Path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
-    try:
-        with engine.begin() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-        with engine.connect() as conn:
-            differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-        assert differences == []
-    finally:
-        engine.dispose()
-
-
-def test_every_migration_downgrades_and_upgrades_again(tmp_path: Path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'round_trip.db'}")
-    try:
-        with engine.begin() as conn:
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+def _upgrade(conn: Connection, *steps: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = conn
+    for step in steps:
+        if step == "base":
             command.downgrade(cfg, "base")
-            command.upgrade(cfg, "head")
+        else:
+            command.upgrade(cfg, step)
+
+
+def _differences(conn: Connection) -> list[object]:
+    return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+
+
+async def test_migrated_schema_matches_the_models(empty_database):
+    engine = make_engine(empty_database)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade, "head")
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_differences) == []
     finally:
-        engine.dispose()
+        await engine.dispose()
+
+
+async def test_every_migration_downgrades_and_upgrades_again(empty_database):
+    engine = make_engine(empty_database)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade, "head", "base", "head")
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_differences) == []
+    finally:
+        await engine.dispose()

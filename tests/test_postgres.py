@@ -5,9 +5,7 @@ must hold up nobody else."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -16,27 +14,13 @@ from sqlalchemy.orm import Session
 
 from bot.storage.database import ensure_schema, make_engine
 from bot.storage.models import Message
-from tests.databases import _dsn, on_postgres, postgres_url
+from tests.databases import _dsn, on_postgres
 
 pytestmark = pytest.mark.skipif(not on_postgres(), reason="PostgreSQL only")
 
 
-@pytest.fixture
-async def empty_schema() -> AsyncIterator[str]:
-    base = postgres_url()
-    assert base is not None
-    name = f"empty_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(_dsn(base))
-    await conn.execute(f'CREATE SCHEMA "{name}"')
-    try:
-        yield f"{base}?search_path={name}"
-    finally:
-        await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
-        await conn.close()
-
-
-async def test_processes_starting_at_once_migrate_an_empty_database_once(empty_schema):
-    engines = [make_engine(empty_schema) for _ in range(4)]
+async def test_processes_starting_at_once_migrate_an_empty_database_once(empty_database):
+    engines = [make_engine(empty_database) for _ in range(4)]
     try:
         await asyncio.gather(*(ensure_schema(engine) for engine in engines))
         async with engines[0].connect() as conn:
