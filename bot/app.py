@@ -30,6 +30,7 @@ from bot.channels.telegram import (
     make_bot,
     register_webhook,
 )
+from bot.channels.web import WebDeps, WebSender, create_webchat
 from bot.config import Settings
 from bot.console import create_console
 from bot.console.deps import ConsoleDeps
@@ -53,6 +54,7 @@ from schedules import register_jobs
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+WEB_SENDS_PER_SECOND = 1000.0  # no provider behind it: the page reads what was sent
 
 
 def utc_now() -> datetime:
@@ -91,11 +93,13 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     writer = Writer(engine)
     notifier = Notifier()
     senders: dict[str, Sender] = {}
-    rates = {"sms": settings.sms.max_per_second, "telegram": settings.telegram.max_per_second}
+    rates = {"sms": settings.sms.max_per_second, "telegram": settings.telegram.max_per_second,
+             "web": WEB_SENDS_PER_SECOND}
     worker = OutboxWorker(writer, cipher, senders, rates, settings.outbox, clock, notifier)
     notifier.on_outbox(worker.wake)
     writer.on_commit = notifier.outbox
-    enabled = {"sms": settings.sms.enabled, "telegram": settings.telegram.enabled}
+    enabled = {"sms": settings.sms.enabled, "telegram": settings.telegram.enabled,
+               "web": settings.webchat.enabled}
     channels = frozenset(name for name, on in enabled.items() if on)
     escalation = EscalationDeps(
         cipher=cipher,
@@ -141,6 +145,13 @@ def create_app(settings: Settings, clock: Clock = utc_now) -> web.Application:
     app.router.add_get("/healthz", healthz, expect_handler=expect_handler)
     app.router.add_get("/readyz", readyz, expect_handler=expect_handler)
     app.add_subapp("/console", create_console(console_deps(services)))
+    if settings.webchat.enabled:
+        app.add_subapp("/chat", create_webchat(WebDeps(
+            settings, clock, services.reader, services.writer, services.cipher,
+            services.intake, services.notifier)))
+        services.senders["web"] = WebSender(
+            services.reader, services.cipher,
+            timedelta(minutes=settings.webchat.idle_minutes), clock)
     if settings.sms.enabled:
         sms = TwilioWebhooks(settings.sms, settings.server.public_url, services.intake,
                              services.writer, clock, services.notifier)

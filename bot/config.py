@@ -147,6 +147,17 @@ class EscalationSettings:
 
 
 @dataclass(frozen=True)
+class WebchatSettings:
+    enabled: bool
+    exit_url: str  # where Quick exit goes: an everyday site, replacing the chat in history
+    allowed_origins: tuple[str, ...]  # sites that may frame /chat (the coalition's own)
+    idle_minutes: int
+    max_sessions: int  # open chats at once; beyond it, new ones are asked to wait
+    max_message_chars: int
+    messages_per_minute: int  # per browser (a keyed hash of its address, kept in memory)
+
+
+@dataclass(frozen=True)
 class ConsoleSettings:
     idle_timeout_minutes: int
     require_2fa: str  # "admins" or "all"
@@ -173,6 +184,7 @@ class Settings:
     escalation: EscalationSettings
     outbox: OutboxSettings
     console: ConsoleSettings
+    webchat: WebchatSettings
     emergency_phrases: Mapping[str, tuple[str, ...]]
     replies: Mapping[str, Mapping[str, str]]
     encryption_key: Secret
@@ -269,6 +281,7 @@ def parse_settings(
         escalation=_escalation(root.table("escalation")),
         outbox=_outbox(root.table("outbox")),
         console=_console(root.table("console")),
+        webchat=_webchat(root.table("webchat")),
         emergency_phrases=_emergency(root.table("emergency")),
         replies=_replies(root.table("replies")),
         encryption_key=_required_secret(environ, "TRIAGE_ENCRYPTION_KEY"),
@@ -436,6 +449,26 @@ def _outbox(t: _Table) -> OutboxSettings:
         retry_base_seconds=t.number("retry_base_seconds", 2, minimum=0.01),
         retry_max_seconds=t.number("retry_max_seconds", 600, minimum=0.01),
         send_timeout_seconds=t.number("send_timeout_seconds", 15, minimum=0.1),
+    )
+
+
+def _webchat(t: _Table) -> WebchatSettings:
+    exit_url = t.str("exit_url", "https://www.bbc.co.uk/weather")
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", exit_url):
+        raise ConfigError(t.key("exit_url"), "must be an http(s) URL")
+    origins = tuple(o.rstrip("/") for o in t.str_list("allowed_origins", []))
+    for origin in origins:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+            raise ConfigError(t.key("allowed_origins"),
+                              f"{origin!r} must be an origin like https://www.example.org")
+    return WebchatSettings(
+        enabled=t.bool("enabled", True),
+        exit_url=exit_url,
+        allowed_origins=origins,
+        idle_minutes=t.int("idle_minutes", 30, minimum=1, maximum=24 * 60),
+        max_sessions=t.int("max_sessions", 500, minimum=1),
+        max_message_chars=t.int("max_message_chars", 2000, minimum=100, maximum=10_000),
+        messages_per_minute=t.int("messages_per_minute", 20, minimum=1),
     )
 
 

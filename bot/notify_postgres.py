@@ -38,9 +38,10 @@ def listen_dsn(url: str) -> str:
 
 
 def encode(outbox: bool, changes: Iterable[Change]) -> list[str]:
-    """Payloads for one flush: "o" wakes outboxes; "c:12" and "e:4" are changes."""
+    """Payloads for one flush: "o" wakes outboxes; "c:12", "e:4", "w:7" are changes (a
+    conversation, an escalation, a web chat)."""
     items = (["o"] if outbox else []) + [f"{c.kind[0]}:{c.id}" for c in changes
-                                         if c.kind in ("conversation", "escalation")]
+                                         if c.kind in ("conversation", "escalation", "web")]
     payloads, current = [], ""
     for item in items:
         if current and len(current) + len(item) + 1 > MAX_PAYLOAD:
@@ -54,7 +55,7 @@ def encode(outbox: bool, changes: Iterable[Change]) -> list[str]:
 
 def decode(payload: str) -> tuple[bool, list[Change]]:
     outbox, changes = False, []
-    kinds = {"c": "conversation", "e": "escalation"}
+    kinds = {"c": "conversation", "e": "escalation", "w": "web"}
     for item in payload.split(","):
         if item == "o":
             outbox = True

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from bot.crypto import Cipher
 from bot.domain import (
+    Channel,
     ConversationStatus,
     Direction,
     InboundMessage,
@@ -40,7 +41,7 @@ from bot.storage.rows import (
     load_sender,
     lock_sender,
 )
-from handlers import conversations
+from handlers import conversations, webchat
 from handlers.escalation import EscalationDeps, handle_staff_message
 from handlers.keywords import (
     EmergencyMatcher,
@@ -224,6 +225,8 @@ class _Turn:
         if conversation is not None:
             conversations.close(self.session, self.now, conversation, "quick_exit")
             self.outcome.conversation_id = conversation.id
+        if self.msg.channel == Channel.WEB:  # EXIT typed in the chat ends the chat too
+            webchat.end_session(self.session, self.address_hash, "exit", self.now)
 
     def _erase(self) -> None:
         language = self._language()

@@ -32,7 +32,7 @@ from bot.domain import (
 from bot.storage.models import Contact, Conversation, ConversationViewer, Staff
 from bot.storage.queries import audit
 from bot.storage.rows import MESSAGES, ConversationRow, insert_row
-from handlers import conversations
+from handlers import conversations, webchat
 from handlers.escalation import EscalationDeps
 from handlers.staff_auth import SignedIn
 
@@ -60,6 +60,7 @@ class StaffDeps:
     cipher: Cipher
     escalation: EscalationDeps
     quiet_window: timedelta
+    web_idle: timedelta = timedelta(minutes=30)
 
 
 class ConversationNotFound(Exception):
@@ -271,6 +272,10 @@ def reply(session: Session, deps: StaffDeps, number: int, me: SignedIn, text: st
     if target.opted_out:
         return Refused("opted_out", "The contact opted out (STOP). Nothing can be sent to "
                                     "them unless they write START.")
+    if target.channel == Channel.WEB and not webchat.is_open(
+            session, target.address_hash, deps.web_idle, now):
+        return Refused("left", "The contact has left the chat. Web chat reaches a person "
+                               "only while their chat is open: nothing can be sent now.")
     if target.channel not in deps.escalation.channels:
         return Refused("channel_off", "This channel is switched off in the config: nothing "
                                       "can be sent on it.")

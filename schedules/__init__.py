@@ -15,11 +15,13 @@ from bot.config import Settings
 from schedules.escalations import SweepDeps, sweep_job
 from schedules.retention import PurgeDeps, purge_job
 from schedules.spool import DrainDeps, drain_job
+from schedules.webchat import ExpiryDeps, expire_job
 
 SPOOL_DRAIN_SECONDS = 10
+WEBCHAT_EXPIRY_SECONDS = 60
 
 
-class JobDeps(SweepDeps, PurgeDeps, DrainDeps, Protocol):
+class JobDeps(SweepDeps, PurgeDeps, DrainDeps, ExpiryDeps, Protocol):
     settings: Settings
 
 
@@ -36,3 +38,8 @@ def register_jobs(scheduler: AsyncIOScheduler, deps: JobDeps) -> None:
         purge_job, "cron", hour=3, minute=17, args=[deps],
         id="retention-purge", max_instances=1, coalesce=True,
     )
+    if deps.settings.webchat.enabled:
+        scheduler.add_job(
+            expire_job, "interval", seconds=WEBCHAT_EXPIRY_SECONDS, args=[deps],
+            id="webchat-expiry", max_instances=1, coalesce=True,
+        )

@@ -82,7 +82,8 @@ def _url(number: int) -> str:
 
 def _staff_deps(d: ConsoleDeps) -> StaffDeps:
     return StaffDeps(d.cipher, d.escalation,
-                     timedelta(hours=d.settings.privacy.quiet_window_hours))
+                     timedelta(hours=d.settings.privacy.quiet_window_hours),
+                     timedelta(minutes=d.settings.webchat.idle_minutes))
 
 
 def _field(form: MultiDictProxy[Any], name: str) -> str:
@@ -113,7 +114,8 @@ async def _read(request: web.Request, number: int) -> _Read | None:
     quiet = timedelta(hours=d.settings.privacy.quiet_window_hours)
 
     def read(session: Session) -> _Read | None:
-        view = conversation(session, number, now, quiet)
+        view = conversation(session, number, now, quiet,
+                            timedelta(minutes=d.settings.webchat.idle_minutes))
         if view is None:
             return None
         return _Read(view, history(session, number), viewers(session, number, now),

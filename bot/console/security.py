@@ -12,13 +12,13 @@ import enum
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
-from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from bot.console.deps import ME, deps
+from bot.remote import remote_address
 from handlers.staff_auth import Expired, SignedIn, end_session, load_signed_in, touch
 
 SESSION_COOKIE = "triage_console"
@@ -177,27 +177,7 @@ def clear_cookie(response: web.StreamResponse, name: str) -> None:
 
 
 def client_address(request: web.Request) -> str:
-    """The browser's address, for throttling sign-ins per client. Behind a reverse proxy
-    listed in `[server] trusted_proxies`, the nearest address in X-Forwarded-For that is
-    not one of those proxies; otherwise the connection's own. (Believing the header from
-    anyone else would let a client pick its own address.)"""
-    trusted = deps(request).settings.server.trusted_proxies
-    remote = request.remote or "unknown"
-    if not trusted or not _within(remote, trusted):
-        return remote
-    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
-    for hop in reversed([h for h in hops if h]):
-        if not _within(hop, trusted):
-            return hop
-    return remote
-
-
-def _within(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
-    try:
-        ip = ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
+    return remote_address(request, deps(request).settings.server.trusted_proxies)
 
 
 def client_description(user_agent: str) -> str:

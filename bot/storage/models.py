@@ -278,6 +278,23 @@ class CannedReply(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class WebSession(Base):
+    """A web chat, open in a page. The page holds a random token in memory only; here is
+    just its keyed hash, which is also the web contact's address hash. A session ends on
+    quick exit, EXIT, the page closing, or `[webchat] idle_minutes` without a message, and
+    an ended session is never written to again."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    language: Mapped[str] = mapped_column(String(2))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+
+
 class ConversationViewer(Base):
     """Who has a conversation open right now: refreshed while the page is open."""
 

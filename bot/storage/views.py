@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from bot.domain import ConversationStatus, Direction, EscalationStatus, OutboxKind
+from bot.domain import Channel, ConversationStatus, Direction, EscalationStatus, OutboxKind
 from bot.storage.models import (
     AuditEntry,
     CannedReply,
@@ -27,6 +27,7 @@ from bot.storage.models import (
     OncallOverride,
     Outbox,
     Staff,
+    WebSession,
 )
 
 QUEUE_LIMIT = 200  # rows on one queue tab; older waiting conversations are counted, not shown
@@ -462,6 +463,7 @@ class ConversationView:
     claimed_by_id: int | None
     open_escalation: int | None
     newer: int | None  # a later conversation of the same contact
+    left: bool = False  # a web contact whose chat has ended: nothing can reach them now
 
     @property
     def open(self) -> bool:
@@ -473,7 +475,8 @@ class ConversationView:
 
 
 def conversation(
-    session: Session, number: int, now: datetime, quiet_window: timedelta
+    session: Session, number: int, now: datetime, quiet_window: timedelta,
+    web_idle: timedelta = timedelta(minutes=30),
 ) -> ConversationView | None:
     c = Conversation
     claimer = aliased(Staff)
@@ -491,16 +494,19 @@ def conversation(
         .where(later.contact_id == c.contact_id, later.id > c.id)
         .scalar_subquery()
     )
+    chat_open = and_(WebSession.ended_at.is_(None), WebSession.last_seen_at >= now - web_idle)
     found = session.execute(
         select(c, Contact.language, Contact.opted_out, Contact.address_enc.is_not(None),
-               claimer.username, open_escalation, newer)
+               claimer.username, open_escalation, newer, func.coalesce(chat_open, False))
         .outerjoin(Contact, Contact.id == c.contact_id)
         .outerjoin(claimer, claimer.id == c.assigned_to)
+        .outerjoin(WebSession, WebSession.address_hash == Contact.address_hash)
         .where(c.id == number)
     ).first()
     if found is None:
         return None
-    conv, language, opted_out, has_address, claimed_by, escalation_id, newer_id = found
+    (conv, language, opted_out, has_address, claimed_by, escalation_id, newer_id,
+     chatting) = found
     return ConversationView(
         number=conv.id,
         channel=conv.channel,
@@ -523,6 +529,7 @@ def conversation(
         claimed_by_id=conv.assigned_to,
         open_escalation=escalation_id,
         newer=newer_id,
+        left=conv.channel == Channel.WEB and not chatting,
     )
 
 
