@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEV_KEY := .dev-encryption-key
+DEV_LOGIN := .dev-console-password
+DEV_ENV = TRIAGE_ENCRYPTION_KEY="$$(cat $(DEV_KEY))"
 
 .PHONY: install run test bench lint
 
@@ -20,8 +22,17 @@ install: $(VENV)/.installed
 $(DEV_KEY): | install
 	umask 077 && $(BIN)/python -m bot keygen > $@
 
-run: install $(DEV_KEY)
-	TRIAGE_ENCRYPTION_KEY="$$(cat $(DEV_KEY))" $(BIN)/python -m bot run --config config.example.toml
+# A console account to try the service with, made once: "demo", role staff, its password
+# kept (git-ignored) in .dev-console-password. Delete that file to make another.
+$(DEV_LOGIN): | $(DEV_KEY)
+	umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(12))" > $@.new
+	$(DEV_ENV) $(BIN)/python -m bot staff add demo --role staff --config config.example.toml < $@.new
+	mv $@.new $@
+
+run: install $(DEV_KEY) $(DEV_LOGIN)
+	@echo "Web chat:  http://127.0.0.1:8080/chat"
+	@echo "Console:   http://127.0.0.1:8080/console  (username demo, password $$(cat $(DEV_LOGIN)))"
+	$(DEV_ENV) $(BIN)/python -m bot run --config config.example.toml
 
 lint: install
 	$(BIN)/ruff check .
