@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.storage.models import Conversation, Escalation, Message, WebSession
+from bot.storage.models import Conversation, Escalation, Message, Outbox, WebSession
 from tests.conftest import Service, example_config
 from tests.console_helpers import Browser, add_staff
 from tests.test_escalation import ALICE, ONCALL, POLICY, register_staff
@@ -243,3 +243,29 @@ async def test_the_stream_brings_a_staff_reply_live(svc):
         await browser.post("/console/conversations/1/reply", {"text": "We are here."})
         event = await asyncio.wait_for(stream.content.readuntil(b"\n\n"), 5)
     assert event.startswith(b"event: reply\n") and b"We are here." in event
+
+
+async def test_a_reply_the_page_has_shown_is_marked_delivered(svc):
+    chat = Chat(svc)
+    await chat.say("hello")
+    await chat.replies()
+    [row] = await svc.all(Outbox)
+    assert row.status == "sent"
+    status, _ = await chat.post("/chat/api/read", {"ids": [row.message_id]})
+    assert status == 200
+    [row] = await svc.all(Outbox)
+    assert row.status == "delivered"
+    other = Chat(svc)
+    await other.say("hi")  # another chat cannot mark this one's replies
+    await other.post("/chat/api/read", {"ids": [row.message_id]})
+
+
+async def test_exit_typed_in_the_chat_closes_it_and_ends_the_chat(svc):
+    chat = Chat(svc)
+    await chat.say("hello")
+    await chat.replies()
+    await chat.say("EXIT")
+    [conversation] = await svc.all(Conversation)
+    assert conversation.status == "closed" and conversation.outcome == "quick_exit"
+    assert (await chat.say("hello again"))[0] == 410
+    assert await chat.replies() == []  # EXIT is answered with nothing at all
