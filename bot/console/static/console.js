@@ -115,8 +115,14 @@
     var title = document.title.replace(/^\(.*?\)\s*/, "");
     var prefix = urgent ? "(" + urgent + " EMERGENCY) " : (waiting ? "(" + waiting + ") " : "");
     document.title = prefix + title;
-    var count = document.querySelector('[data-count="waiting"]');
-    if (count) { count.textContent = String(waiting); }
+    // The tabs' counts come with the rows, so all of them stay right, not only this tab's.
+    ["waiting", "mine", "open", "emergencies"].forEach(function (key) {
+      var count = document.querySelector('[data-count="' + key + '"]');
+      var value = rows.getAttribute("data-" + key);
+      if (count && value !== null) { count.textContent = value; }
+    });
+    var hot = document.querySelector('[data-count="emergencies"]');
+    if (hot) { hot.classList.toggle("hot", urgent > 0); }
   }
   function queuePage(section) {
     var target = document.getElementById("queue-rows");
