@@ -58,7 +58,7 @@ async def every_row(url: str) -> dict[str, list[dict[str, Any]]]:
 async def test_db_copy_moves_every_row_and_the_service_runs_on_the_copy(
     tmp_path: Path, aiohttp_client, fake_twilio, clock, target_url
 ):
-    (tmp_path / "target").mkdir()
+    (tmp_path / "target").mkdir(exist_ok=True)
     key = cli_env()["TRIAGE_ENCRYPTION_KEY"]
     env = Env(tmp_path, sqlite_url(tmp_path), key=key)
     svc = Service(await aiohttp_client(create_app(
