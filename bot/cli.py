@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,6 +26,7 @@ from bot.app import create_app, utc_now
 from bot.config import ConfigError, Settings, load_settings
 from bot.crypto import Cipher, KeyMaterialError, generate_key
 from bot.domain import StaffRole
+from bot.hours import describe_week, next_offset_change
 from bot.logs import configure_logging
 from bot.storage.copy import Copied, TargetNotEmpty, copy_database
 from bot.storage.database import (
@@ -139,7 +141,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for warning in config_warnings(settings):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"ok: {args.config}")
+    print(hours_in_words(settings, utc_now()))
     return 0
+
+
+def hours_in_words(settings: Settings, now: datetime) -> str:
+    """What the hours config means for the coming week, so an admin can see it says what
+    they meant: each day, holidays marked, and the next daylight-saving change."""
+    zone = settings.hours.zone
+    lines = [f"Hours in {zone.key}, the coming week:"]
+    lines += [f"  {line}" for line in describe_week(settings.hours, now)]
+    change = next_offset_change(zone, now)
+    if change is None:
+        lines.append("  No daylight-saving change in the coming year.")
+    else:
+        moment, shift = change
+        way = "forward" if shift > timedelta(0) else "back"
+        wall = moment.replace(tzinfo=None)
+        lines.append(f"  Next daylight-saving change: {wall:%a %d %b %Y}, at "
+                     f"{wall - shift:%H:%M} the clocks go {way} to {wall:%H:%M}.")
+    return "\n".join(lines)
 
 
 def config_warnings(settings: Settings) -> list[str]:

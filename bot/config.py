@@ -358,8 +358,14 @@ def _hours(t: _Table) -> BusinessHours:
     if unknown:
         raise ConfigError(t.key(sorted(unknown)[0]), "unknown key (weekdays are monday..sunday)")
     holidays = t.data.get("holidays", {})
+    if isinstance(holidays, list):
+        # A plain list of closed dates: ["2026-12-25", "2027-01-01"].
+        if not all(isinstance(d, str) for d in holidays):
+            raise ConfigError(t.key("holidays"), 'a list of holidays is of dates, "YYYY-MM-DD"')
+        holidays = {d: [] for d in holidays}
     if not isinstance(holidays, Mapping):
-        raise ConfigError(t.key("holidays"), "must be a table of date = [intervals]")
+        raise ConfigError(t.key("holidays"),
+                          'must be a list of closed dates, or a table of date = [intervals]')
     try:
         return BusinessHours.from_config(t.str("timezone", "America/Chicago"), weekly, holidays)
     except HoursError as exc:

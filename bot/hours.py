@@ -243,3 +243,53 @@ def _spanish_day(day: date, days: int) -> str:
     if 1 < days < 7:
         return "el " + format_date(day, "EEEE", locale="es")
     return "el " + format_date(day, "EEEE d 'de' MMMM", locale="es")
+
+
+def _minutes(m: int) -> str:
+    day, rest = divmod(m, DAY_MINUTES)
+    text = f"{rest // 60:02d}:{rest % 60:02d}"
+    return text if not day else ("24:00" if rest == 0 and day == 1 else f"{text} next day")
+
+
+def describe_week(hours: BusinessHours, now: datetime, days: int = 7) -> list[str]:
+    """The coming days' hours in words, as check-config prints them, e.g.
+    "Thu 24 Dec: 09:00-12:00 (holiday hours)" or "Fri 25 Dec: closed (holiday)"."""
+    first = now.astimezone(hours.zone).date()
+    lines = []
+    for offset in range(days):
+        day = first + timedelta(days=offset)
+        label = day.strftime("%a %d %b")
+        holiday = day in hours.holidays
+        intervals = hours.holidays.get(day, hours.weekly[day.weekday()])
+        if not intervals:
+            lines.append(f"{label}: closed" + (" (holiday)" if holiday else ""))
+            continue
+        spans = ", ".join(f"{_minutes(a)}-{_minutes(b)}" for a, b in intervals)
+        if intervals == ((0, DAY_MINUTES),):
+            spans = "open all day"
+        lines.append(f"{label}: {spans}" + (" (holiday hours)" if holiday else ""))
+    return lines
+
+
+def next_offset_change(zone: ZoneInfo, after: datetime,
+                       horizon: timedelta = HORIZON) -> tuple[datetime, timedelta] | None:
+    """The next daylight-saving (or other UTC offset) change in `zone` after `after`: the
+    local time it happens at, and by how much the clocks move. None within the horizon."""
+    start = int(_utc(after).timestamp())
+    before = datetime.fromtimestamp(start, zone).utcoffset()
+    step = 6 * 3600  # offsets change at most a few times a year, never twice in 6 hours
+    for t in range(start, start + int(horizon.total_seconds()), step):
+        if datetime.fromtimestamp(t + step, zone).utcoffset() == before:
+            continue
+        low, high = t, t + step  # bisect whole seconds to the change itself
+        while high - low > 1:
+            middle = (low + high) // 2
+            if datetime.fromtimestamp(middle, zone).utcoffset() == before:
+                low = middle
+            else:
+                high = middle
+        moment = datetime.fromtimestamp(high, zone)
+        after_offset = moment.utcoffset()
+        assert before is not None and after_offset is not None
+        return moment, after_offset - before
+    return None

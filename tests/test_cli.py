@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -183,6 +184,15 @@ def test_check_config_accepts_the_example(tmp_path: Path) -> None:
 
     assert_ok(result)
     assert result.stdout.startswith("ok")
+    # What the hours mean, for the coming week, in words (the example's office hours).
+    words = result.stdout.splitlines()
+    assert words[1] == "Hours in America/Chicago, the coming week:"
+    days = words[2:9]
+    assert len(days) == 7 and all(re.match(r"  \w{3} \d\d \w{3}: ", d) for d in days)
+    assert any(d.endswith(": 09:00-17:00") for d in days)
+    assert any(d.endswith(": closed") for d in days)  # a weekend
+    assert words[9].startswith("  Next daylight-saving change: ")
+    assert "the clocks go" in words[9]
 
 
 @pytest.mark.parametrize(

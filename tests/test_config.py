@@ -371,3 +371,15 @@ def test_bad_toml_is_a_config_error(tmp_path: Path) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^config: file not found"):
         load_settings(tmp_path / "nowhere.toml", ENVIRON)
+
+
+def test_holidays_may_be_a_plain_list_of_closed_dates(env):
+    settings = env.settings(hours={"holidays": ["2026-12-25", "2027-01-01"]})
+    assert settings.hours.holidays == {date(2026, 12, 25): (), date(2027, 1, 1): ()}
+
+
+@pytest.mark.parametrize("holidays", [["2026-13-01"], [20261225], "2026-12-25"])
+def test_a_bad_holiday_list_names_its_key(env, holidays):
+    with pytest.raises(ConfigError) as caught:
+        env.settings(hours={"holidays": holidays})
+    assert caught.value.key.startswith("hours.holidays")

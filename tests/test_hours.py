@@ -10,7 +10,13 @@ import pytest
 from gsm0338 import Codec
 
 from bot.domain import Language
-from bot.hours import BusinessHours, HoursError, describe_opening
+from bot.hours import (
+    BusinessHours,
+    HoursError,
+    describe_opening,
+    describe_week,
+    next_offset_change,
+)
 
 CHICAGO = ZoneInfo("America/Chicago")
 MADRID = ZoneInfo("Europe/Madrid")
@@ -459,3 +465,34 @@ def test_describe_opening_rejects_unknown_language() -> None:
         describe_opening(chicago(2026, 1, 6, 9, 0), chicago(2026, 1, 5, 10, 0), "fr")
 
 
+
+
+def test_the_coming_week_in_words_marks_holidays_and_overnight_hours():
+    hours = BusinessHours.from_config(
+        "America/Chicago",
+        {"monday": ["09:00-17:00"], "tuesday": ["09:00-12:00", "13:00-17:00"],
+         "wednesday": ["22:00-02:00"], "thursday": ["09:00-17:00"],
+         "friday": ["00:00-24:00"]},
+        {"2026-12-24": ["09:00-12:00"], "2026-12-25": []},
+    )
+    monday = datetime(2026, 12, 21, 15, 0, tzinfo=UTC)
+    assert describe_week(hours, monday) == [
+        "Mon 21 Dec: 09:00-17:00",
+        "Tue 22 Dec: 09:00-12:00, 13:00-17:00",
+        "Wed 23 Dec: 22:00-02:00 next day",
+        "Thu 24 Dec: 09:00-12:00 (holiday hours)",
+        "Fri 25 Dec: closed (holiday)",
+        "Sat 26 Dec: closed",
+        "Sun 27 Dec: closed",
+    ]
+
+
+def test_the_next_daylight_saving_change_is_found_to_the_second():
+    zone = ZoneInfo("America/Chicago")
+    moment, shift = next_offset_change(zone, datetime(2026, 12, 1, tzinfo=UTC))
+    assert (moment.replace(tzinfo=None), shift) == (datetime(2027, 3, 14, 3, 0),
+                                                   timedelta(hours=1))
+    moment, shift = next_offset_change(zone, datetime(2027, 6, 1, tzinfo=UTC))
+    assert (moment.replace(tzinfo=None), shift) == (datetime(2027, 11, 7, 1, 0),
+                                                   timedelta(hours=-1))
+    assert next_offset_change(ZoneInfo("UTC"), datetime(2026, 12, 1, tzinfo=UTC)) is None
