@@ -1,12 +1,16 @@
 """Field encryption and keyed address hashing.
 
 TRIAGE_ENCRYPTION_KEY holds one or more keys, comma-separated, each "keyid:base64(32 bytes)".
-The first key encrypts; every listed key decrypts, so a key is rotated by putting a new one
-first and keeping the old ones until their data is gone (purge or re-encryption).
+The first key encrypts; every listed key decrypts. To rotate: put a new key first, keep the
+old ones, run `python -m bot rekey` (it re-encrypts everything with the new key), then
+remove the old ones.
 
-Addresses are looked up by HMAC-SHA256 under a key derived from the LAST listed key: the
-oldest one, which stays in the list while any data from before a rotation exists. That way a
-rotation never changes an address's hash, so an opted-out number stays opted out.
+Addresses are looked up by HMAC-SHA256 under a lookup key derived from a key. A new address
+is hashed under the first (newest) key; a lookup tries the hashes under every listed key,
+and under "retired" lookup keys: those of keys already removed, which `rekey` keeps in the
+database (encrypted with the newest key) for what it cannot hash again, such as an opted-out
+contact who erased their conversation and left only the hash. So a rotation never loses an
+opt-out, and an address is found whichever key hashed it.
 """
 
 from __future__ import annotations
@@ -50,7 +54,11 @@ class Cipher:
             raise KeyMaterialError("no encryption key given")
         self._current_id = keys[0][0]
         self._aead = {kid: AESGCM(_derive(key, b"triage field encryption")) for kid, key in keys}
-        self._lookup_key = _derive(keys[-1][1], b"triage address lookup")
+        # Newest first: a new address is hashed under the first.
+        self._lookups: dict[str, bytes] = {
+            kid: _derive(key, b"triage address lookup") for kid, key in keys
+        }
+        self._retired: dict[str, bytes] = {}
 
     @classmethod
     def from_env_value(cls, value: str) -> Cipher:
@@ -86,6 +94,33 @@ class Cipher:
         except (InvalidTag, ValueError):
             raise DecryptError("ciphertext does not verify") from None
 
+    @property
+    def current_key_id(self) -> str:
+        return self._current_id
+
+    def key_id(self, token: str) -> str:
+        """Which key a ciphertext was made with."""
+        return token.partition(":")[0]
+
     def address_hash(self, channel: str, address: str) -> str:
-        message = f"{channel}\x00{address}".encode()
-        return hmac.new(self._lookup_key, message, hashlib.sha256).hexdigest()
+        """The hash a new address is stored under: the newest key's."""
+        return _hmac(next(iter(self._lookups.values())), channel, address)
+
+    def address_hashes(self, channel: str, address: str) -> list[str]:
+        """Every hash the address may be stored under, newest first, for lookups."""
+        keys = [*self._lookups.values(), *self._retired.values()]
+        return list(dict.fromkeys(_hmac(key, channel, address) for key in keys))
+
+    def older_lookup_keys(self) -> dict[str, bytes]:
+        """The lookup keys of the keys after the first: `rekey` keeps them, so that what it
+        cannot hash again is still found once those keys are removed."""
+        return {kid: key for kid, key in list(self._lookups.items())[1:]}
+
+    def retire(self, kid: str, lookup_key: bytes) -> None:
+        """A lookup key kept from a removed key (loaded from the database at start)."""
+        if kid not in self._lookups:
+            self._retired[kid] = lookup_key
+
+
+def _hmac(key: bytes, channel: str, address: str) -> str:
+    return hmac.new(key, f"{channel}\x00{address}".encode(), hashlib.sha256).hexdigest()

@@ -93,9 +93,10 @@ def take_in(
     text straight from the webhook, so the bot does not answer again, late.
     """
     record_provider_event(session, msg.channel, msg.provider_id, now)
-    address_hash = deps.cipher.address_hash(msg.channel, msg.address)
-    lock_sender(session.connection(), address_hash)
-    sender = load_sender(session.connection(), msg.channel, address_hash)
+    hashes = deps.cipher.address_hashes(msg.channel, msg.address)
+    lock_sender(session.connection(), hashes)
+    sender = load_sender(session.connection(), msg.channel, hashes)
+    address_hash = sender.address_hash
     # Staff first: a message from a registered staff address is never a contact's.
     staff = session.get(Staff, sender.staff_id) if sender.staff_id is not None else None
     if staff is not None:

@@ -175,14 +175,22 @@ def _telegram_fields(cipher: Cipher, chat: str | None) -> tuple[str | None, str 
     return cipher.encrypt(chat), cipher.address_hash(Channel.TELEGRAM, chat)
 
 
-def _refuse_taken(session: Session, exclude: int | None, **taken: str | None) -> None:
-    """An address may belong to one account only: a page or an ACK must know who it is."""
+def _candidates(cipher: Cipher, channel: str, address: str | None) -> list[str] | None:
+    return None if address is None else cipher.address_hashes(channel, address)
+
+
+def _refuse_taken(session: Session, exclude: int | None,
+                  **taken: str | list[str] | None) -> None:
+    """An address may belong to one account only: a page or an ACK must know who it is.
+    An address is given as all its candidate hashes (Cipher.address_hashes), so one stored
+    under an older key is found too."""
     names = {"username": "that username", "phone_hash": "that phone",
              "telegram_hash": "that Telegram chat id"}
     for column, value in taken.items():
         if value is None:
             continue
-        query = select(Staff.id).where(getattr(Staff, column) == value)
+        values = value if isinstance(value, list) else [value]
+        query = select(Staff.id).where(getattr(Staff, column).in_(values))
         if exclude is not None:
             query = query.where(Staff.id != exclude)
         if session.scalar(query.limit(1)) is not None:
@@ -195,8 +203,9 @@ def add_staff(session: Session, cipher: Cipher, new: NewStaff, password_hash: st
     to find the account by when that person writes in."""
     phone_enc, phone_hash = _phone_fields(cipher, new.phone)
     telegram_enc, telegram_hash = _telegram_fields(cipher, new.telegram_chat_id)
-    _refuse_taken(session, None, username=new.username, phone_hash=phone_hash,
-                  telegram_hash=telegram_hash)
+    _refuse_taken(session, None, username=new.username,
+                  phone_hash=_candidates(cipher, Channel.SMS, new.phone),
+                  telegram_hash=_candidates(cipher, Channel.TELEGRAM, new.telegram_chat_id))
     staff = Staff(username=new.username, role=new.role.value, password_hash=password_hash,
                   phone_enc=phone_enc, phone_hash=phone_hash, telegram_enc=telegram_enc,
                   telegram_hash=telegram_hash, disabled=False, created_at=now)
@@ -300,7 +309,7 @@ def set_phone(session: Session, cipher: Cipher, staff_id: int, phone: str | None
     """Where pages go by SMS, and the number ACK is taken from; None removes it."""
     staff = _staff(session, staff_id)
     enc, hashed = _phone_fields(cipher, phone)
-    _refuse_taken(session, staff.id, phone_hash=hashed)
+    _refuse_taken(session, staff.id, phone_hash=_candidates(cipher, Channel.SMS, phone))
     had = staff.phone_enc is not None
     staff.phone_enc, staff.phone_hash = enc, hashed
     if phone is not None or had:
@@ -312,7 +321,8 @@ def set_telegram_chat(session: Session, cipher: Cipher, staff_id: int, chat: str
                       actor: Actor, now: datetime) -> None:
     staff = _staff(session, staff_id)
     enc, hashed = _telegram_fields(cipher, chat)
-    _refuse_taken(session, staff.id, telegram_hash=hashed)
+    _refuse_taken(session, staff.id,
+                  telegram_hash=_candidates(cipher, Channel.TELEGRAM, chat))
     had = staff.telegram_enc is not None
     staff.telegram_enc, staff.telegram_hash = enc, hashed
     if chat is not None or had:

@@ -105,13 +105,22 @@ def _insert(table: Table) -> Insert:
     return insert(table)
 
 
+def _hash_params(hashes: list[str]) -> dict[str, str]:
+    return {f"h{i}": value for i, value in enumerate(hashes)}
+
+
+def _any_hash(column: Any, count: int) -> Any:
+    # One bind per candidate hash, not an expanding IN: bot.storage.direct runs it as is.
+    return column.in_([bindparam(f"h{i}") for i in range(count)])
+
+
 @cache
-def _sender_query(channel: str) -> Select[Any]:
-    address = bindparam("address_hash")
+def _sender_query(channel: str, count: int) -> Select[Any]:
     staff_hash = STAFF.c.phone_hash if channel == "sms" else STAFF.c.telegram_hash
     staff_id = (
         select(STAFF.c.id)
-        .where(staff_hash == address, STAFF.c.disabled.is_(False))
+        .where(_any_hash(staff_hash, count), STAFF.c.disabled.is_(False))
+        .limit(1)
         .scalar_subquery()
         .label("staff_id")
     )
@@ -124,11 +133,12 @@ def _sender_query(channel: str) -> Select[Any]:
     conversation_cols = [c.label(f"v_{c.name}") for c in ConversationRow.columns()]
     # One row always: a one-row source left-joined to the contact and its conversation.
     one = select(literal(1).label("one")).subquery()
-    return select(staff_id, *ContactRow.columns(), *conversation_cols).select_from(
-        one.outerjoin(CONTACTS, CONTACTS.c.address_hash == address).outerjoin(
+    return select(staff_id, CONTACTS.c.address_hash.label("stored_hash"), *ContactRow.columns(),
+                  *conversation_cols).select_from(
+        one.outerjoin(CONTACTS, _any_hash(CONTACTS.c.address_hash, count)).outerjoin(
             CONVERSATIONS, CONVERSATIONS.c.id == latest
         )
-    )
+    ).limit(1)
 
 
 @dataclass(frozen=True)
@@ -138,38 +148,40 @@ class Sender:
     staff_id: int | None
     contact: ContactRow | None
     conversation: ConversationRow | None
+    address_hash: str  # the contact's stored hash, or the newest one for a new contact
 
 
 @cache
-def _lock_contact() -> Select[Any]:
-    return select(CONTACTS.c.id).where(
-        CONTACTS.c.address_hash == bindparam("address_hash")
-    ).with_for_update()
+def _lock_contact(count: int) -> Select[Any]:
+    return select(CONTACTS.c.id).where(_any_hash(CONTACTS.c.address_hash, count)) \
+        .with_for_update()
 
 
-def lock_sender(conn: Connection, address_hash: str) -> None:
+def lock_sender(conn: Connection, hashes: list[str]) -> None:
     """With several writers (PostgreSQL), two messages from one contact must not be taken
     in side by side: both would see no open conversation and each would open one. Locking
     the contact's row first makes the second wait for the first's commit, then read it.
     (A contact new to both meets the unique address hash instead, and is taken again.)
     SQLite has one writer, so nothing is needed there."""
     if conn.dialect.name != "sqlite":
-        conn.execute(_lock_contact(), {"address_hash": address_hash})
+        conn.execute(_lock_contact(len(hashes)), _hash_params(hashes))
 
 
-def load_sender(conn: Connection, channel: str, address_hash: str) -> Sender:
+def load_sender(conn: Connection, channel: str, hashes: list[str]) -> Sender:
     """Staff member, contact and latest conversation for an address, in one query: this
-    runs for every inbound message."""
-    values = direct.one(conn, _sender_query(channel), {"address_hash": address_hash})
+    runs for every inbound message. `hashes` are the address's candidate hashes, newest
+    first (Cipher.address_hashes): more than one only while keys are being rotated."""
+    values = direct.one(conn, _sender_query(channel, len(hashes)), _hash_params(hashes))
     if values["id"] is None:
-        return Sender(values["staff_id"], None, None)
+        return Sender(values["staff_id"], None, None, hashes[0])
     contact = ContactRow(**{c.name: values[c.name] for c in ContactRow.columns()})
+    stored = values["stored_hash"]
     if values["v_id"] is None:
-        return Sender(values["staff_id"], contact, None)
+        return Sender(values["staff_id"], contact, None, stored)
     conversation = ConversationRow(
         **{c.name: values[f"v_{c.name}"] for c in ConversationRow.columns()}
     )
-    return Sender(values["staff_id"], contact, conversation)
+    return Sender(values["staff_id"], contact, conversation, stored)
 
 
 def insert_row(conn: Connection, table: Table, **values: Any) -> int:
