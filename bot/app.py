@@ -47,6 +47,7 @@ from bot.storage.writer import Writer
 from handlers.escalation import EscalationDeps
 from handlers.inbound import InboundDeps
 from handlers.keywords import EmergencyMatcher
+from handlers.rekey import load_retired
 from handlers.replies import FirstReplies
 from handlers.staff_auth import AuthPolicy
 from handlers.staff_notices import StaffChat
@@ -186,8 +187,11 @@ def session_secret(settings: Settings) -> bytes:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     await ensure_schema(services.engine)
+    # Lookup keys kept from rotated-out keys: addresses hashed under them are still found.
+    retired = await services.reader.run(lambda s: load_retired(s, services.cipher))
     services.writer.start()
-    log.info("database_ready", extra={"backend": services.engine.dialect.name})
+    log.info("database_ready", extra={"backend": services.engine.dialect.name,
+                                      "retired_lookup_keys": retired})
     yield
     await services.writer.stop()
     await services.engine.dispose()

@@ -28,6 +28,7 @@ from bot.crypto import Cipher, KeyMaterialError, generate_key
 from bot.domain import StaffRole
 from bot.hours import describe_week, next_offset_change
 from bot.logs import configure_logging
+from bot.spool import Spool
 from bot.storage.copy import Copied, TargetNotEmpty, copy_database
 from bot.storage.database import (
     DatabaseNotMigrated,
@@ -37,7 +38,7 @@ from bot.storage.database import (
     run_in_transaction,
     upgrade,
 )
-from handlers import staff_admin
+from handlers import rekey, staff_admin
 from handlers.escalation import empty_rota_problem, rota_problems
 from handlers.retention import Purged, purge_expired
 from handlers.staff_admin import StaffAdminError
@@ -122,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     put.add_argument("--config", default="config.toml")
     put.set_defaults(func=cmd_oncall_set)
     command("purge", cmd_purge, "delete closed conversations past retention now")
+    rekey = command("rekey", cmd_rekey,
+                    "encrypt everything again with the newest key, so old keys can go")
+    rekey.add_argument("--batch", type=int, default=500, help="rows per transaction")
     command("keygen", cmd_keygen, "print a fresh encryption key", config=False)
     return parser
 
@@ -272,6 +276,63 @@ def cmd_oncall_set(args: argparse.Namespace) -> int:
     _with_session(settings, lambda s: staff_admin.set_override(
         s, args.username, until, staff_admin.CLI, now))
     print(f"{args.username} is on call" + (f" until {until.isoformat()}" if until else ""))
+    return 0
+
+
+def cmd_rekey(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    cipher = Cipher.from_env_value(settings.encryption_key.reveal())
+    if args.batch < 1:
+        raise CommandError("--batch must be at least 1")
+    batch = args.batch
+
+    async def go() -> dict[str, int]:
+        engine = make_engine(settings.database.url)
+        try:
+            await ensure_schema(engine)
+            await run_in_transaction(engine, lambda s: rekey.load_retired(s, cipher))
+            now = utc_now()
+            kept = await run_in_transaction(engine,
+                                            lambda s: rekey.keep_lookup_keys(s, cipher, now))
+            for kid in kept:
+                print(f"kept the lookup key of {kid}, for what cannot be hashed again")
+            for table in rekey.ENCRYPTED:
+                total, after = 0, 0
+                while True:
+                    done = await run_in_transaction(
+                        engine, lambda s, t=table, a=after: rekey.rekey_batch(s, cipher, t, a,
+                                                                              batch))
+                    total += done.reencrypted
+                    if done.last_id is None:
+                        break
+                    after = done.last_id
+                print(f"{table.name}: {total} values encrypted again")
+            rehashed, after = 0, 0
+            while True:
+                done = await run_in_transaction(
+                    engine, lambda s, a=after: rekey.rehash_contacts(s, cipher, a, batch))
+                rehashed += done.rehashed
+                if done.last_id is None:
+                    break
+                after = done.last_id
+            rehashed += await run_in_transaction(engine,
+                                                 lambda s: rekey.rehash_staff(s, cipher))
+            print(f"addresses hashed again: {rehashed}")
+            return await run_in_transaction(engine, lambda s: rekey.remaining(s, cipher))
+        finally:
+            await engine.dispose()
+
+    left = asyncio.run(go())
+    spooled = Spool(settings.database.spool_dir, cipher).reencrypt()
+    if spooled:
+        print(f"spooled messages encrypted again: {spooled}")
+    if any(left.values()):
+        raise CommandError("some values are still under an old key (written while this "
+                           "ran?): run rekey again")
+    others = [kid for kid in cipher.older_lookup_keys()]
+    tail = (f"; you can now remove {', '.join(others)} from TRIAGE_ENCRYPTION_KEY"
+            if others else "")
+    print(f"done: everything is under key {cipher.current_key_id}{tail}")
     return 0
 
 

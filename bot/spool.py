@@ -26,21 +26,11 @@ class Spool:
 
     def put(self, msg: InboundMessage) -> Path:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        record = {
-            "channel": msg.channel.value,
-            "address": msg.address,
-            "provider_id": msg.provider_id,
-            "text": msg.text,
-            "media_count": msg.media_count,
-            "received_at": msg.received_at.isoformat(),
-            "is_start": msg.is_start,
-            "our_address": msg.our_address,
-        }
         # The file name says nothing about the sender: a time and a hash of the provider id.
         digest = hashlib.sha256(f"{msg.channel}:{msg.provider_id}".encode()).hexdigest()[:20]
         path = self.directory / f"{time.time_ns():020d}-{digest}{SUFFIX}"
         tmp = path.with_suffix(".tmp")
-        data = self._cipher.encrypt(json.dumps(record)).encode()
+        data = self._cipher.encrypt(_record_json(msg)).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, data)
@@ -93,6 +83,20 @@ class Spool:
     def __len__(self) -> int:
         return len(list(self.directory.glob(f"*{SUFFIX}"))) if self.directory.is_dir() else 0
 
+    def reencrypt(self) -> int:
+        """Encrypt every spooled message again with the newest key (rekey). A file that
+        cannot be read is left for the drain to hold."""
+        done = 0
+        for path, msg in self:
+            if msg is None or self._cipher.key_id(path.read_text()) == \
+                    self._cipher.current_key_id:
+                continue
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(self._cipher.encrypt(_record_json(msg)).encode())
+            os.replace(tmp, path)
+            done += 1
+        return done
+
     @staticmethod
     def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
@@ -102,6 +106,19 @@ class Spool:
         held = self.directory / "held"
         held.mkdir(mode=0o700, exist_ok=True)
         path.replace(held / path.name)
+
+
+def _record_json(msg: InboundMessage) -> str:
+    return json.dumps({
+        "channel": msg.channel.value,
+        "address": msg.address,
+        "provider_id": msg.provider_id,
+        "text": msg.text,
+        "media_count": msg.media_count,
+        "received_at": msg.received_at.isoformat(),
+        "is_start": msg.is_start,
+        "our_address": msg.our_address,
+    })
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -395,8 +395,9 @@ def handle_staff_message(
 ) -> StaffCommand:
     """ACK n / ACK / RESOLVE n from a registered staff address."""
     command = _staff_command(session, deps, staff, msg.text, now)
+    stored = staff.phone_hash if msg.channel == Channel.SMS else staff.telegram_hash
     to = StaffAddress(msg.channel.value, deps.cipher.encrypt(msg.address),
-                      deps.cipher.address_hash(msg.channel, msg.address))
+                      stored or deps.cipher.address_hash(msg.channel, msg.address))
     _enqueue_to_staff(session, to, deps.cipher.encrypt(command.answer), staff.id, None, now,
                       kind=OutboxKind.STAFF_NOTICE)
     return command

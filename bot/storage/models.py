@@ -295,6 +295,18 @@ class WebSession(Base):
     end_reason: Mapped[str | None] = mapped_column(String(16))
 
 
+class RetiredLookupKey(Base):
+    """The address-lookup key of an encryption key that was rotated out, kept (encrypted
+    with a current key) by `rekey` so that hashes it could not compute again, such as an
+    erased contact's opt-out, are still found once the old key is removed."""
+
+    __tablename__ = "retired_lookup_keys"
+
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key_enc: Mapped[str] = mapped_column(Text)
+    retired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class ConversationViewer(Base):
     """Who has a conversation open right now: refreshed while the page is open."""
 

@@ -1,4 +1,4 @@
-"""web chat sessions
+"""web chat sessions; lookup keys kept from rotated-out encryption keys
 
 Revision ID: 0004
 Revises: 0003
@@ -31,9 +31,17 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("web_sessions") as batch_op:
         batch_op.create_index("ix_web_sessions_ended_at", ["ended_at"], unique=False)
+    op.create_table(
+        "retired_lookup_keys",
+        sa.Column("key_id", sa.String(length=16), nullable=False),
+        sa.Column("key_enc", sa.Text(), nullable=False),
+        sa.Column("retired_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("key_id", name=op.f("pk_retired_lookup_keys")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("retired_lookup_keys")
     with op.batch_alter_table("web_sessions") as batch_op:
         batch_op.drop_index("ix_web_sessions_ended_at")
     op.drop_table("web_sessions")
