@@ -44,7 +44,15 @@ ENCRYPTED: dict[Table, tuple[str, ...]] = {
 
 
 def keep_lookup_keys(session: Session, cipher: Cipher, now: datetime) -> list[str]:
-    """Store the older keys' lookup keys, encrypted with the newest key. Returns their ids."""
+    """Store the older keys' lookup keys, encrypted with the newest key. Returns their ids.
+    Those kept by an earlier rotation are encrypted again too: otherwise removing the key
+    that protected them would lose them."""
+    for row in session.scalars(select(RetiredLookupKey)):
+        if cipher.key_id(row.key_enc) != cipher.current_key_id:
+            try:
+                row.key_enc = cipher.encrypt(cipher.decrypt(row.key_enc))
+            except DecryptError:
+                continue  # its key is gone already: load_retired skips it as well
     kept = []
     for kid, key in cipher.older_lookup_keys().items():
         if session.get(RetiredLookupKey, kid) is None:

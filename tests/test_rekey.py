@@ -108,3 +108,29 @@ async def test_rekey_survives_a_kill_and_the_old_key_can_go(
     assert len(contacts) == len(CONTACTS) + 1  # nobody became a second, new contact
     [erased] = [c for c in contacts if c.address_enc is None]
     assert erased.opted_out
+
+
+async def test_an_erased_opt_out_survives_two_rotations(env, aiohttp_client, fake_twilio, clock):
+    first, second, third = generate_key(), generate_key(), generate_key()
+    svc = await start(env, aiohttp_client, fake_twilio, clock, first)
+    await svc.sms("STOP", from_=ERASED)
+    await svc.sms("DELETE", from_=ERASED)
+    await svc.outbox_idle()
+    await svc.client.close()
+    config = env.tmp_path / "config.toml"
+    config.write_text(set_config_keys((ROOT / "config.example.toml").read_text(), {
+        "database": {"url": env.database_url},
+    }))
+    for keys in (f"{second},{first}", f"{third},{second}"):  # each time the oldest goes
+        done = rekey(env.tmp_path, keys)
+        _, err = done.communicate(timeout=120)
+        assert done.returncode == 0, err
+
+    svc = await start(env, aiohttp_client, fake_twilio, clock, third)
+    svc._sid = 10_000
+    sent_before = len(fake_twilio.sent)
+    await svc.sms("hello?", from_=ERASED)
+    await svc.outbox_idle()
+    assert fake_twilio.sent[sent_before:] == []  # still opted out: nothing at all is sent
+    [contact] = await svc.all(Contact)
+    assert contact.opted_out and contact.address_enc is None
