@@ -78,6 +78,8 @@ def opening_digest(session: Session, chat: StaffChat, cipher: Cipher, hours: Bus
     opening = hours.opening_of(now)
     if opening is None:
         return None  # closed, or open all the time: no opening to speak of
+    if session.scalar(select(OpeningDigest.id).where(OpeningDigest.opening_at == opening)):
+        return None  # the usual case, read without writing
     taken = session.execute(
         insert_unless_taken(session, OpeningDigest, "opening_at")
         .values(opening_at=opening, sent_at=now).returning(OpeningDigest.id)

@@ -49,7 +49,10 @@ def register_jobs(scheduler: AsyncIOScheduler, deps: JobDeps) -> None:
     )
     if staff_chat_on(deps.settings):
         scheduler.add_job(
-            digest_job, "interval", seconds=DIGEST_CHECK_SECONDS, args=[deps],
+            # Never more often than the sweep (tests that run the jobs by hand slow both).
+            digest_job, "interval",
+            seconds=max(DIGEST_CHECK_SECONDS, deps.settings.escalation.sweep_interval_seconds),
+            args=[deps],
             id="opening-digest", max_instances=1, coalesce=True,
         )
     scheduler.add_job(
