@@ -337,8 +337,11 @@ def cmd_page_test(args: argparse.Namespace) -> int:
         engine = make_engine(settings.database.url)
         try:
             await ensure_schema(engine)
+            # On SQLite the write lock is taken at BEGIN, so the service's commits cannot
+            # make this transaction fail half-way (it waits its turn instead).
+            writes = engine.execution_options(sqlite_immediate=True)
             try:
-                queued = await run_in_transaction(engine, queue)
+                queued = await run_in_transaction(writes, queue)
             except page_tests.PageTestError as exc:
                 raise CommandError(str(exc)) from None
             print(f"test page #{queued.test_id} queued for {args.username}: "
@@ -351,7 +354,7 @@ def cmd_page_test(args: argparse.Namespace) -> int:
                 for channel, status, error in seen.statuses:
                     said = _send_status(channel, status, error)
                     if shown.get(channel) != said:
-                        print(f"{channel}: {said}")
+                        print(f"{channel}: {said}", flush=True)
                         shown[channel] = said
                 waited = time.monotonic() - started
                 if seen.acked_at is not None or waited >= args.wait:
@@ -360,7 +363,7 @@ def cmd_page_test(args: argparse.Namespace) -> int:
             outcome = " ".join(f"{channel}={status}" for channel, status, _ in seen.statuses)
             outcome += f" acked={seen.acked_channel if seen.acked_at else 'no'}"
             await run_in_transaction(
-                engine, lambda s: page_tests.finish(s, queued, outcome, utc_now()))
+                writes, lambda s: page_tests.finish(s, queued, outcome, utc_now()))
             return queued, seen, waited
         finally:
             await engine.dispose()

@@ -1,8 +1,10 @@
-"""`python -m bot page-test USERNAME` (issue 11), run for real beside a running service:
-the command queues a test page and reads the database; the service, another process, sends
-it through the outbox to the fake Twilio, records the delivery receipt and takes alice's
-ACK. The command exits 0 only once she has acknowledged. On the run's database (SQLite, or
-PostgreSQL with TRIAGE_TEST_DATABASE_URL).
+"""The on-call commands run for real beside a running service (issue 11), on the run's
+database (SQLite, or PostgreSQL with TRIAGE_TEST_DATABASE_URL).
+
+`python -m bot page-test USERNAME` queues a test page and reads the database; the service,
+another process, sends it through the outbox to the fake Twilio, records the delivery
+receipt and takes alice's ACK. The command exits 0 only once she has acknowledged.
+`python -m bot oncall set USERNAME` is a handover: the person put on call is texted, once.
 """
 
 from __future__ import annotations
@@ -36,7 +38,16 @@ from tests.subprocesses import (
     free_port,
     service_env,
 )
-from tests.test_restart import INBOUND_PATH, WAIT_SECONDS, running, wait_for_sent, wait_healthy
+from tests.test_restart import (
+    INBOUND_PATH,
+    SETTLE_SECONDS,
+    WAIT_SECONDS,
+    running,
+    wait_for_sent,
+    wait_healthy,
+)
+
+BOB_PHONE = "+13145550144"
 
 
 def write_config(folder: Path, port: int, database_url: str, twilio_url: str) -> Path:
@@ -53,18 +64,35 @@ def write_config(folder: Path, port: int, database_url: str, twilio_url: str) ->
     return path
 
 
+async def bot(folder: Path, config: Path, env: dict[str, str], *args: str,
+              stdin: bytes | None = None) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, "--config", str(config),
+        cwd=folder, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+    )
+    if stdin is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+    return proc
+
+
 async def page_test(folder: Path, config: Path, env: dict[str, str],
                     *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "page-test", *args, "--config", str(config),
-        cwd=folder, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
+    return await bot(folder, config, env, "page-test", *args)
 
 
 async def finished(proc: asyncio.subprocess.Process) -> tuple[int, list[str], list[str]]:
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), WAIT_SECONDS)
+    stdout, stderr = await asyncio.wait_for(
+        asyncio.gather(_read(proc.stdout), _read(proc.stderr)), WAIT_SECONDS)
+    await asyncio.wait_for(proc.wait(), WAIT_SECONDS)
     assert proc.returncode is not None
     return proc.returncode, stdout.decode().splitlines(), stderr.decode().splitlines()
+
+
+async def _read(stream: asyncio.StreamReader | None) -> bytes:
+    return b"" if stream is None else await stream.read()
 
 
 async def post_signed(session: aiohttp.ClientSession, base: str, path: str,
@@ -153,4 +181,42 @@ async def test_page_test_reports_delivery_and_the_ack_and_fails_without_one(
         ]
     finally:
         await engine.dispose()
+        await fake.close()
+
+
+async def test_oncall_set_texts_the_person_put_on_call_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
+    await fake.start()
+    try:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        config = write_config(tmp_path, port, database_url, fake.base_url)
+        env = service_env()
+        log = tmp_path / "service.log"
+        await add_oncall_staff(tmp_path, config, env)
+        code, _, err = await finished(await bot(
+            tmp_path, config, env, "staff", "add", "bob", "--role", "oncall", "--phone",
+            BOB_PHONE, stdin=b"another long test password\n"))
+        assert (code, err) == (0, [])
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5),
+                                  connector=connector) as session,
+            running(tmp_path, config, env, log) as service,
+        ):
+            await wait_healthy(session, base, service, log)
+            # The service has seen alice on call (the rotation) and texted nobody.
+            await asyncio.sleep(SETTLE_SECONDS)
+            assert fake.sent == []
+            code, out, err = await finished(await bot(tmp_path, config, env, "oncall", "set",
+                                                      "bob"))
+            assert (code, out, err) == (0, ["bob is on call"], [])
+            [told] = await wait_for_sent(fake, BOB_PHONE, 1, log)
+            assert told.body == ("You are now on call for emergencies, until further "
+                                 "notice. Reply ACK to confirm you got this.")
+            await asyncio.sleep(SETTLE_SECONDS)  # the service's own checks see it recorded
+            assert [m.to for m in fake.sent] == [BOB_PHONE]
+    finally:
         await fake.close()
