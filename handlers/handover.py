@@ -176,9 +176,8 @@ def confirm(session: Session, deps: EscalationDeps, staff: Staff, now: datetime)
     them, or None when they had no handover waiting for confirmation."""
     # Locked: a concurrent tell_unconfirmed either has told the watchers (and we tell them
     # it is confirmed after all) or will find it confirmed.
-    latest = _latest(session, lock=True)
-    if (latest is None or latest.staff_id != staff.id or not latest.announced
-            or latest.confirmed_at is not None):
+    latest = waiting_for(session, staff.id, lock=True)
+    if latest is None:
         return None
     latest.confirmed_at = now
     latest.confirm_by = None
@@ -190,6 +189,15 @@ def confirm(session: Session, deps: EscalationDeps, staff: Staff, now: datetime)
         for person in _watchers(session, deps, now, staff.id):
             _tell(session, deps, person, text, now)
     return f"Thank you: you are on call {when_words(latest.until, now, deps.rota.zone)}."
+
+
+def waiting_for(session: Session, staff_id: int, lock: bool = False) -> Handover | None:
+    """The handover `staff_id` took and has not confirmed yet, if any."""
+    latest = _latest(session, lock)
+    if (latest is None or latest.staff_id != staff_id or not latest.announced
+            or latest.confirmed_at is not None):
+        return None
+    return latest
 
 
 def _name(session: Session, staff_id: int | None) -> str:

@@ -22,6 +22,7 @@ from bot.domain import OutboxKind
 from bot.storage.models import AuditEntry, Escalation, Handover, Outbox, Staff
 from schedules.handovers import handover_job
 from tests.conftest import PUBLIC_URL, Service
+from tests.console_helpers import Browser, add_staff
 from tests.fakes.telegram_api import FakeTelegram
 from tests.test_escalation import (
     ALICE,
@@ -224,6 +225,48 @@ async def test_a_bare_ack_with_two_emergencies_open_still_asks_which(
     # An ACK from someone else confirms nobody's handover.
     assert await staff_says(svc, phones, f"ACK {first}", from_=CAROL) == acknowledged(first)
     assert await handovers(svc) == [("alice", False, False, False), ("bob", True, True, False)]
+
+
+async def test_the_console_confirms_a_handover_as_an_ack_does(start_service, fake_twilio, clock):
+    clock.now = chicago(2027, 3, 8, 8, 59)
+    svc = await start_service(fake_twilio, oncall=SPRING, escalation=POLICY)
+    await register_staff(svc, "alice", phone=ALICE)
+    bob, _ = await add_staff(svc, "bob", role="oncall")  # with a password, to sign in
+    await register_staff(svc, "carol", phone=CAROL)
+
+    async def give_bob_a_phone(session: Any) -> None:
+        staff = await session.get(Staff, bob)
+        staff.phone_enc = svc.services.cipher.encrypt(BOB)
+        staff.phone_hash = svc.services.cipher.address_hash("sms", BOB)
+        await session.commit()
+
+    await svc.query(give_bob_a_phone)
+    phones = Phones(fake_twilio)
+    await check_at(svc)
+    await check_at(svc, chicago(2027, 3, 8, 9, 0))
+    await phones.expect(1)
+
+    browser = Browser(svc)
+    page = await browser.sign_in("bob")
+    banner = ("You are now on call for emergencies, until Monday, March 15 at 9:00 AM "
+              "Chicago time.")
+    assert banner in page.text and 'action="/console/oncall/confirm"' in page.text
+    answer = await browser.post("/console/oncall/confirm")
+    assert answer.location == "/console"
+    assert banner not in (await browser.follow(answer)).text
+    assert await handovers(svc) == [("alice", False, False, False), ("bob", True, True, False)]
+    [confirmed] = [a for a in await svc.all(AuditEntry) if a.action == "handover_confirmed"]
+    assert (confirmed.actor, confirmed.actor_staff_id) == ("bob", bob)
+    await check_at(svc, svc.clock.now + timedelta(minutes=CONFIRM_MINUTES + 1))
+    await phones.nothing_more()
+
+    # Anyone else signed in sees no such banner, and their confirming changes nothing.
+    await add_staff(svc, "erin")
+    other = Browser(svc)
+    page = await other.sign_in("erin")
+    assert "You are now on call" not in page.text
+    assert (await other.post("/console/oncall/confirm")).location == "/console"
+    assert len([a for a in await svc.all(AuditEntry) if a.action == "handover_confirmed"]) == 1
 
 
 async def test_two_processes_announce_each_handover_once(start_service, fake_twilio, clock):
