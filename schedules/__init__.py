@@ -21,7 +21,9 @@ from schedules.webchat import ExpiryDeps, expire_job
 
 SPOOL_DRAIN_SECONDS = 10
 WEBCHAT_EXPIRY_SECONDS = 60
-DIGEST_CHECK_SECONDS = 30  # the staff chat hears of an opening within this
+# Handovers and openings are noticed within this, or the sweep's interval when that is
+# slower (as in tests that run the jobs by hand).
+ONCALL_CHECK_SECONDS = 30
 
 
 class JobDeps(SweepDeps, PurgeDeps, DrainDeps, ExpiryDeps, HandoverDeps, DigestDeps, Protocol):
@@ -41,19 +43,17 @@ def register_jobs(scheduler: AsyncIOScheduler, deps: JobDeps) -> None:
         sweep_job, "interval", seconds=deps.settings.escalation.sweep_interval_seconds,
         args=[deps], id="escalation-sweep", max_instances=1, coalesce=True,
     )
-    # Handovers on the sweep's beat: `oncall set` from the console or the command line
-    # announces at once; a rotation handover or an override running out, within this.
+    # `oncall set` (console or command line) announces its handover at once; this notices
+    # the rotation moving on, an override running out, and handovers left unconfirmed.
+    check = max(ONCALL_CHECK_SECONDS, deps.settings.escalation.sweep_interval_seconds)
     scheduler.add_job(
-        handover_job, "interval", seconds=deps.settings.escalation.sweep_interval_seconds,
-        args=[deps], id="handover-check", max_instances=1, coalesce=True,
+        handover_job, "interval", seconds=check, args=[deps], id="handover-check",
+        max_instances=1, coalesce=True,
     )
     if staff_chat_on(deps.settings):
         scheduler.add_job(
-            # Never more often than the sweep (tests that run the jobs by hand slow both).
-            digest_job, "interval",
-            seconds=max(DIGEST_CHECK_SECONDS, deps.settings.escalation.sweep_interval_seconds),
-            args=[deps],
-            id="opening-digest", max_instances=1, coalesce=True,
+            digest_job, "interval", seconds=check, args=[deps], id="opening-digest",
+            max_instances=1, coalesce=True,
         )
     scheduler.add_job(
         purge_job, "cron", hour=3, minute=17, args=[deps],
