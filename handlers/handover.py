@@ -81,8 +81,7 @@ def record_handover(session: Session, deps: EscalationDeps, now: datetime,
                     .execution_options(synchronize_session=False))
     reached = 0
     if announce and current is not None:
-        text = on_call_text(until, now, deps.rota.zone)
-        reached = _tell(session, deps, current, text, now)
+        reached = _tell(session, deps, current, on_call_text(until, now, deps.rota.zone), now)
     detail = f"staff={staff_id or '-'} announced={'yes' if announce else 'no'} channels={reached}"
     audit(session, now, "handover", "handover", handover_id, actor=actor,
           actor_staff_id=actor_staff_id, detail=detail)
@@ -97,7 +96,6 @@ def record_handover(session: Session, deps: EscalationDeps, now: datetime,
 def _latest(session: Session, lock: bool = False) -> Handover | None:
     query = select(Handover).order_by(Handover.seq.desc()).limit(1)
     return session.scalar(query.with_for_update() if lock else query)
-
 
 
 def on_call_until(session: Session, rota: Rota, staff: Staff, now: datetime) -> datetime | None:
