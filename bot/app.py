@@ -99,16 +99,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     worker = OutboxWorker(writer, cipher, senders, rates, settings.outbox, clock, notifier)
     notifier.on_outbox(worker.wake)
     writer.on_commit = notifier.outbox
-    enabled = {"sms": settings.sms.enabled, "telegram": settings.telegram.enabled,
-               "web": settings.webchat.enabled}
-    channels = frozenset(name for name, on in enabled.items() if on)
-    escalation = EscalationDeps(
-        cipher=cipher,
-        rota=settings.oncall,
-        policy=settings.escalation,
-        public_url=settings.server.public_url,
-        channels=channels,
-    )
+    escalation = paging_deps(settings, cipher)
     deps = InboundDeps(
         cipher=cipher,
         hours=settings.hours,
@@ -133,6 +124,19 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     if settings.telegram.enabled:
         services.telegram_bot = make_bot(settings.telegram)
     return services
+
+
+def paging_deps(settings: Settings, cipher: Cipher) -> EscalationDeps:
+    """What paging and handovers need; the command line builds the same to queue them."""
+    enabled = {"sms": settings.sms.enabled, "telegram": settings.telegram.enabled,
+               "web": settings.webchat.enabled}
+    return EscalationDeps(
+        cipher=cipher,
+        rota=settings.oncall,
+        policy=settings.escalation,
+        public_url=settings.server.public_url,
+        channels=frozenset(name for name, on in enabled.items() if on),
+    )
 
 
 def create_app(settings: Settings, clock: Clock = utc_now) -> web.Application:

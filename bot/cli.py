@@ -1,4 +1,5 @@
-"""python -m bot: run, check-config, db upgrade, staff add, oncall set, purge, keygen.
+"""python -m bot: run, check-config, db upgrade, staff add, oncall set, page-test, purge,
+keygen, rekey, db copy.
 
 Every subcommand exits 0 on success, and on bad input exits non-zero with one line on stderr.
 """
@@ -11,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,16 +20,18 @@ from typing import TypeVar
 
 from aiohttp import web
 from alembic.util import CommandError as MigrationError
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bot.app import create_app, utc_now
+from bot.app import create_app, paging_deps, utc_now
 from bot.config import ConfigError, Settings, load_settings
 from bot.crypto import Cipher, KeyMaterialError, generate_key
 from bot.domain import StaffRole
 from bot.hours import describe_week, next_offset_change
 from bot.logs import configure_logging
+from bot.notify_postgres import CHANNEL as NOTIFY_CHANNEL
 from bot.spool import Spool
 from bot.storage.copy import Copied, TargetNotEmpty, copy_database
 from bot.storage.database import (
@@ -38,8 +42,9 @@ from bot.storage.database import (
     run_in_transaction,
     upgrade,
 )
-from handlers import rekey, staff_admin
+from handlers import page_tests, rekey, staff_admin
 from handlers.escalation import empty_rota_problem, rota_problems
+from handlers.handover import record_handover
 from handlers.retention import Purged, purge_expired
 from handlers.staff_admin import StaffAdminError
 
@@ -53,6 +58,10 @@ T = TypeVar("T")
 
 class CommandError(Exception):
     """A clear, one-line reason for failing."""
+
+
+class PageTestFailed(Exception):
+    """The command ran, and what it checked did not work: one line, exit 1."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except PageTestFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except SQLAlchemyError as exc:
         print(f"error: database: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
@@ -123,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     put.add_argument("--config", default="config.toml")
     put.set_defaults(func=cmd_oncall_set)
     command("purge", cmd_purge, "delete closed conversations past retention now")
+    test = command("page-test", cmd_page_test,
+                   "send USERNAME a test page through the running service, and wait for ACK")
+    test.add_argument("username")
+    test.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
+                      help="how long to wait for delivery and the ACK (default 120)")
     rekey = command("rekey", cmd_rekey,
                     "encrypt everything again with the newest key, so old keys can go")
     rekey.add_argument("--batch", type=int, default=500, help="rows per transaction")
@@ -273,10 +290,107 @@ def cmd_oncall_set(args: argparse.Namespace) -> int:
     settings = _settings(args)
     now = utc_now()
     until = staff_admin.parse_until(args.until, settings.hours.timezone, now)
-    _with_session(settings, lambda s: staff_admin.set_override(
-        s, args.username, until, staff_admin.CLI, now))
+    deps = paging_deps(settings, Cipher.from_env_value(settings.encryption_key.reveal()))
+
+    def put_on_call(session: Session) -> None:
+        staff_admin.set_override(session, args.username, until, staff_admin.CLI, now)
+        # They are texted to confirm; the running service sends it.
+        handed = record_handover(session, deps, now, announce_first=True,
+                                 actor=staff_admin.CLI.name)
+        if handed is not None and handed.announced:
+            wake_outbox(session)
+
+    _with_session(settings, put_on_call)
     print(f"{args.username} is on call" + (f" until {until.isoformat()}" if until else ""))
     return 0
+
+
+PAGE_TEST_POLL_SECONDS = 0.5
+# What an outbox row's status means to whoever runs page-test.
+SEND_STATUS = {
+    "pending": "queued, not sent yet",
+    "sending": "being sent",
+    "sent": "accepted by the provider, not yet reported delivered",
+    "delivered": "delivered",
+    "failed": "failed",
+    "refused": "refused: that address opted out (it sent STOP)",
+    "cancelled": "cancelled",
+}
+
+
+def cmd_page_test(args: argparse.Namespace) -> int:
+    """Queue a test page, then read the database until it is acknowledged or --wait runs
+    out. The running service (any process on this database) sends it and records delivery
+    and the ACK, so this works beside one or many processes, on SQLite and PostgreSQL."""
+    settings = _settings(args)
+    if not 1 <= args.wait <= 3600:
+        raise CommandError("--wait must be between 1 and 3600 seconds")
+    deps = paging_deps(settings, Cipher.from_env_value(settings.encryption_key.reveal()))
+
+    def queue(session: Session) -> page_tests.QueuedTest:
+        queued = page_tests.queue_test_page(session, deps, args.username, staff_admin.CLI.name,
+                                            utc_now())
+        wake_outbox(session)
+        return queued
+
+    async def go() -> tuple[page_tests.QueuedTest, page_tests.Progress, float]:
+        engine = make_engine(settings.database.url)
+        try:
+            await ensure_schema(engine)
+            # On SQLite the write lock is taken at BEGIN, so the service's commits cannot
+            # make this transaction fail half-way (it waits its turn instead).
+            writes = engine.execution_options(sqlite_immediate=True)
+            try:
+                queued = await run_in_transaction(writes, queue)
+            except page_tests.PageTestError as exc:
+                raise CommandError(str(exc)) from None
+            print(f"test page #{queued.test_id} queued for {args.username}: "
+                  + ", ".join(channel for channel, _ in queued.outbox))
+            started = time.monotonic()
+            shown: dict[str, str] = {}
+            while True:
+                seen = await run_in_transaction(engine,
+                                                lambda s: page_tests.progress(s, queued))
+                for channel, status, error in seen.statuses:
+                    said = _send_status(channel, status, error)
+                    if shown.get(channel) != said:
+                        print(f"{channel}: {said}", flush=True)
+                        shown[channel] = said
+                waited = time.monotonic() - started
+                if seen.acked_at is not None or waited >= args.wait:
+                    break
+                await asyncio.sleep(PAGE_TEST_POLL_SECONDS)
+            outcome = " ".join(f"{channel}={status}" for channel, status, _ in seen.statuses)
+            outcome += f" acked={seen.acked_channel if seen.acked_at else 'no'}"
+            await run_in_transaction(
+                writes, lambda s: page_tests.finish(s, queued, outcome, utc_now()))
+            return queued, seen, waited
+        finally:
+            await engine.dispose()
+
+    queued, progress, waited = asyncio.run(go())
+    if progress.acked_at is None:
+        hint = ""
+        if all(status == "pending" for _, status, _ in progress.statuses):
+            hint = " (nothing was sent: is the service running?)"
+        raise PageTestFailed(f"test page #{queued.test_id} was not acknowledged within "
+                             f"{args.wait:g} s{hint}")
+    print(f"acknowledged by {progress.acked_channel} after {waited:.0f} s")
+    return 0
+
+
+def _send_status(channel: str, status: str, error: str | None) -> str:
+    said = SEND_STATUS.get(status, status)
+    if status == "sent" and channel != "sms":
+        said = "sent (Telegram does not report delivery)"
+    return f"{said} ({error})" if status == "failed" and error else said
+
+
+def wake_outbox(session: Session) -> None:
+    """On PostgreSQL, tell the running service at commit that the outbox has work (it also
+    looks every second, and on SQLite that is the only way)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, 'o')"), {"channel": NOTIFY_CHANNEL})
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:

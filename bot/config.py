@@ -435,7 +435,8 @@ def _oncall(t: _Table, hours: BusinessHours) -> Rota:
     rotation = tuple(t.str_list("rotation", []))
     if len(set(rotation)) != len(rotation):
         raise ConfigError(t.key("rotation"), "lists someone twice")
-    return Rota.from_config(rotation, handover, t.str("backup", ""), start, hours.timezone)
+    return Rota.from_config(rotation, handover, t.str("backup", ""), start, hours.timezone,
+                            t.int("confirm_minutes", 15, minimum=1, maximum=24 * 60))
 
 
 def _escalation(t: _Table) -> EscalationSettings:

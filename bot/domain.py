@@ -60,6 +60,9 @@ class OutboxKind(enum.StrEnum):
     OPTOUT_CONFIRM = "optout_confirm"  # the one message allowed to an opted-out address
     PAGE = "page"
     STAFF_NOTICE = "staff_notice"  # answers to staff commands (ACK, RESOLVE) by text
+    # The on-call loop checking itself: never an emergency, never counted as a page.
+    HANDOVER = "handover"  # "you are on call now", and "not confirmed" to backup and admins
+    TEST_PAGE = "test_page"  # python -m bot page-test
 
 
 class EscalationStatus(enum.StrEnum):

@@ -31,6 +31,9 @@ from bot.gsm import to_gsm7
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 HORIZON = timedelta(days=400)  # how far next_opening/current_closing look
+# How far back opening_of/last_closing look, widening only when they must: two days cover
+# the usual night or weekend.
+_LOOKBACK = (timedelta(days=2), timedelta(days=16), HORIZON)
 DAY_MINUTES = 24 * 60
 _INTERVAL = re.compile(r"([0-9]{2}):([0-9]{2})-([0-9]{2}):([0-9]{2})")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -99,10 +102,42 @@ class BusinessHours:
                 return self._local(start)
         return None
 
-    def _period_at(self, at: datetime, ahead: timedelta) -> tuple[datetime, datetime] | None:
+    def opening_of(self, at: datetime) -> datetime | None:
+        """When the open period containing `at` began: its closed->open instant. None if
+        closed at `at`, and also if it has been open for the whole horizon (always open)."""
+        moment = _utc(at)
+        day = self._local_date(moment)
+        for back in _LOOKBACK:
+            first = day - back
+            period = self._period_at(at, timedelta(0), back)
+            if period is None:
+                return None
+            # A period starting on the first date scanned may go back further; one starting
+            # later began there (see _periods).
+            if self._local_date(period[0]) > first:
+                return self._local(period[0])
+        return None
+
+    def last_closing(self, at: datetime) -> datetime | None:
+        """The last open->closed instant at or before `at`. None if nothing closed within
+        the horizon."""
+        moment = _utc(at)
+        day = self._local_date(moment)
+        for back in _LOOKBACK:
+            ended = None
+            for start, end in self._periods(day - back, day):
+                if start > moment or moment < end:
+                    break
+                ended = end
+            if ended is not None:
+                return self._local(ended)
+        return None
+
+    def _period_at(self, at: datetime, ahead: timedelta,
+                   back: timedelta = timedelta(days=2)) -> tuple[datetime, datetime] | None:
         moment = _utc(at)
         first = self._local_date(moment)
-        for start, end in self._periods(first - timedelta(days=2), first + ahead):
+        for start, end in self._periods(first - back, first + ahead):
             if start > moment:
                 return None
             if moment < end:

@@ -24,14 +24,18 @@ class Rota:
     handover_time: time
     start: date
     zone: ZoneInfo
+    # How long the person taking over has to confirm before the backup and admins are told.
+    confirm_minutes: int = 15
 
     @classmethod
     def from_config(
-        cls, rotation: tuple[str, ...], handover: str, backup: str, start: date, zone: ZoneInfo
+        cls, rotation: tuple[str, ...], handover: str, backup: str, start: date, zone: ZoneInfo,
+        confirm_minutes: int = 15,
     ) -> Rota:
         day, clock = handover.split()
         hour, minute = (int(part) for part in clock.split(":"))
-        return cls(rotation, backup, WEEKDAYS.index(day), time(hour, minute), start, zone)
+        return cls(rotation, backup, WEEKDAYS.index(day), time(hour, minute), start, zone,
+                   confirm_minutes)
 
     def first_handover(self) -> datetime:
         """The first handover on or after `start`, as a local wall time (naive)."""

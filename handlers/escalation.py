@@ -15,7 +15,6 @@ resolved by then, the ladder starts again.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,7 +28,6 @@ from bot.domain import (
     Channel,
     Direction,
     EscalationStatus,
-    InboundMessage,
     OutboxKind,
     StaffRole,
 )
@@ -45,7 +43,6 @@ LEVELS = 3
 ONCALL_ROLES = (StaffRole.ONCALL, StaffRole.ADMIN)
 SMS_SEPTETS = 160  # a page is one SMS, preview included
 MAX_ID = 2**63 - 1  # larger numbers in "ACK n" overflow the database's integer
-COMMAND = re.compile(r"^\s*(ack|resolve)\s*#?\s*(\d+)?\s*[.!]*\s*$", re.IGNORECASE)
 
 
 class EscalationNotFound(Exception):
@@ -269,18 +266,19 @@ def _enqueue_page(
         note(session, log, "page_unreachable", level=logging.WARNING, staff=staff.id,
              escalation=escalation.id)
         return False
-    _enqueue_to_staff(session, usable[0], deps.cipher.encrypt(text), staff.id, escalation.id,
-                      now)
+    enqueue_to_staff(session, usable[0], deps.cipher.encrypt(text), staff.id, escalation.id,
+                     now)
     return True
 
 
-def _enqueue_to_staff(session: Session, to: StaffAddress, body_enc: str, staff_id: int,
-                      escalation_id: int | None, now: datetime, failover_of: int | None = None,
-                      kind: OutboxKind = OutboxKind.PAGE) -> None:
-    """An outbox row to a staff member: a page, or an answer to a command."""
-    outbox.enqueue(session, now, channel=to.channel, kind=kind, address_enc=to.address_enc,
-                   address_hash=to.address_hash, body_enc=body_enc, staff_id=staff_id,
-                   escalation_id=escalation_id, failover_of=failover_of)
+def enqueue_to_staff(session: Session, to: StaffAddress, body_enc: str, staff_id: int,
+                     escalation_id: int | None, now: datetime, failover_of: int | None = None,
+                     kind: OutboxKind = OutboxKind.PAGE) -> int:
+    """An outbox row to a staff member: a page, a notice, or an answer to a command."""
+    return outbox.enqueue(session, now, channel=to.channel, kind=kind,
+                          address_enc=to.address_enc, address_hash=to.address_hash,
+                          body_enc=body_enc, staff_id=staff_id, escalation_id=escalation_id,
+                          failover_of=failover_of)
 
 
 def fail_over_page(
@@ -299,8 +297,8 @@ def fail_over_page(
               and a.channel in channels]
     if not others:
         return False
-    _enqueue_to_staff(session, others[0], page.body_enc, staff.id, page.escalation_id, now,
-                      failover_of=page.id)
+    enqueue_to_staff(session, others[0], page.body_enc, staff.id, page.escalation_id, now,
+                     failover_of=page.id)
     audit(session, now, "page_failover", "escalation", page.escalation_id,
           detail=f"from={page.channel} to={others[0].channel}")
     return True
@@ -378,62 +376,3 @@ def open_escalation_ids(session: Session) -> list[int]:
             .order_by(Escalation.id)
         )
     )
-
-
-# --- staff writing in by SMS or Telegram -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StaffCommand:
-    answer: str  # sent back to the staff member
-    escalation_id: int | None  # acknowledged or resolved by it
-
-
-def handle_staff_message(
-    session: Session, deps: EscalationDeps, staff: Staff, msg: InboundMessage,
-    now: datetime,
-) -> StaffCommand:
-    """ACK n / ACK / RESOLVE n from a registered staff address."""
-    command = _staff_command(session, deps, staff, msg.text, now)
-    stored = staff.phone_hash if msg.channel == Channel.SMS else staff.telegram_hash
-    to = StaffAddress(msg.channel.value, deps.cipher.encrypt(msg.address),
-                      stored or deps.cipher.address_hash(msg.channel, msg.address))
-    _enqueue_to_staff(session, to, deps.cipher.encrypt(command.answer), staff.id, None, now,
-                      kind=OutboxKind.STAFF_NOTICE)
-    return command
-
-
-def _staff_command(session: Session, deps: EscalationDeps, staff: Staff, text: str,
-                   now: datetime) -> StaffCommand:
-    match = COMMAND.match(text)
-    if match is None:
-        return StaffCommand("Commands: ACK 42 to acknowledge emergency #42, RESOLVE 42 when "
-                            "it is handled.", None)
-    verb, number = match.group(1).upper(), match.group(2)
-    open_ids = open_escalation_ids(session)
-    if number is None:
-        if verb == "RESOLVE" or len(open_ids) != 1:
-            return StaffCommand(_which(verb, open_ids), None)
-        number = str(open_ids[0])
-    link = f"{deps.public_url}/console/escalations/{number}"
-    try:
-        if verb == "ACK":
-            acked = acknowledge(session, deps, int(number), staff, now)
-            return StaffCommand(f"Acknowledged #{number}. Reply RESOLVE {number} when it is "
-                                f"handled. {link}", acked.id)
-        resolved = resolve(session, int(number), staff, now)
-        return StaffCommand(f"Resolved #{number}.", resolved.id)
-    except EscalationNotFound:
-        return StaffCommand(f"No open emergency #{number}. " + _open_list(open_ids), None)
-
-
-def _which(verb: str, open_ids: list[int]) -> str:
-    if not open_ids:
-        return "No open emergencies."
-    return f"Reply {verb} and the number. " + _open_list(open_ids)
-
-
-def _open_list(open_ids: list[int]) -> str:
-    if not open_ids:
-        return "None are open."
-    return "Open: " + ", ".join(f"#{i}" for i in open_ids[:10]) + "."

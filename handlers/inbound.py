@@ -42,7 +42,7 @@ from bot.storage.rows import (
     lock_sender,
 )
 from handlers import conversations, webchat
-from handlers.escalation import EscalationDeps, handle_staff_message
+from handlers.escalation import EscalationDeps
 from handlers.keywords import (
     EmergencyMatcher,
     Keyword,
@@ -51,6 +51,7 @@ from handlers.keywords import (
     parse_intake_answer,
 )
 from handlers.replies import FirstReplies, Templates, reply_text
+from handlers.staff_commands import handle_staff_message
 from handlers.staff_notices import StaffChat, announce_new_conversation
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ from bot.storage.models import (
     AuditEntry,
     CannedReply,
     ConsoleSession,
+    Handover,
     OncallOverride,
     RecoveryCode,
     Staff,
@@ -387,6 +388,11 @@ async def test_an_override_from_the_page_pages_that_person_and_shows_on_the_rota
     assert override.until.isoformat() == "2026-12-01T15:00:00+00:00"  # 09:00 Chicago
     assert f'action="/console/admin/oncall/{override.id}/end"' in page.text
 
+    # The person put on call is told until when, and asked to confirm.
+    [told] = await phones.expect(1)
+    assert (told.to, told.body) == (BOB, "You are now on call for emergencies, until "
+                                         "tomorrow at 9:00 AM Chicago time. Reply ACK to "
+                                         "confirm you got this.")
     await open_emergency(svc, phones, paged=(BOB,))
 
     page = await browser.post(f"/console/admin/oncall/{override.id}/end")
@@ -394,6 +400,10 @@ async def test_an_override_from_the_page_pages_that_person_and_shows_on_the_rota
     page = await browser.follow(page)
     assert "On call now: <strong>alice</strong>" in page.text
     assert f'action="/console/admin/oncall/{override.id}/end"' not in page.text
+    [told] = await phones.expect(1)
+    assert (told.to, told.body) == (ALICE, "You are now on call for emergencies, until "
+                                           "Monday, December 7 at 9:00 AM Chicago time. "
+                                           "Reply ACK to confirm you got this.")
     await open_emergency(svc, phones, contact="+13145550160", paged=(ALICE,))
 
 
@@ -614,6 +624,8 @@ async def test_each_admin_action_writes_its_audit_row(svc):
 
     rows = (await audit_rows(svc))[before:]
     bob = (await staff_named(svc, "bob")).id
+    alice = (await staff_named(svc, "alice")).id
+    to_bob, back_to_alice = await svc.all(Handover)
     assert [(r.action, r.target_type, r.target_id, r.detail) for r in rows] == [
         ("staff_added", "staff", gina, "role=staff phone=yes telegram=yes"),
         ("staff_role_changed", "staff", gina, "role staff -> oncall"),
@@ -624,7 +636,10 @@ async def test_each_admin_action_writes_its_audit_row(svc):
         ("staff_disabled", "staff", gina, "sessions_ended=0"),
         ("staff_enabled", "staff", gina, ""),
         ("oncall_override_set", "staff", bob, "until=further notice"),
+        # Who is on call changed: the person taking over is texted to confirm.
+        ("handover", "handover", to_bob.id, f"staff={bob} announced=yes channels=1"),
         ("oncall_override_ended", "staff", bob, f"override={override.id}"),
+        ("handover", "handover", back_to_alice.id, f"staff={alice} announced=yes channels=1"),
         ("canned_reply_added", "canned_reply", canned.id, "language=en"),
         ("canned_reply_changed", "canned_reply", canned.id, "changed=body"),
         ("canned_reply_deleted", "canned_reply", canned.id, "language=en"),

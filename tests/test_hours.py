@@ -283,6 +283,69 @@ def test_madrid_fall_back_ambiguous_start_is_first_occurrence() -> None:
     assert in_utc(opening) == utc(2026, 10, 25, 0, 30)  # 02:30 CEST
 
 
+# --- the opening staff are in now, and the closing before it ---------------------------
+
+
+def test_opening_of_is_the_start_of_the_current_open_period() -> None:
+    schedule = example()
+    # Monday 2026-01-05: 09:00-12:00 and 13:00-17:00.
+    assert in_utc(schedule.opening_of(chicago(2026, 1, 5, 9, 0))) == utc(2026, 1, 5, 15, 0)
+    assert in_utc(schedule.opening_of(chicago(2026, 1, 5, 11, 59))) == utc(2026, 1, 5, 15, 0)
+    assert schedule.opening_of(chicago(2026, 1, 5, 12, 30)) is None  # lunch: closed
+    assert in_utc(schedule.opening_of(chicago(2026, 1, 5, 13, 30))) == utc(2026, 1, 5, 19, 0)
+    assert schedule.opening_of(chicago(2026, 1, 5, 17, 0)) is None
+
+
+def test_opening_of_an_overnight_shift_is_the_evening_before() -> None:
+    # Friday 2026-01-09 22:00 to Saturday 02:00.
+    assert in_utc(example().opening_of(chicago(2026, 1, 10, 1, 30))) == utc(2026, 1, 10, 4, 0)
+
+
+def test_opening_of_a_period_open_for_days_looks_back_far_enough() -> None:
+    # Open from Friday 09:00 round the clock to the next Thursday 17:00.
+    long = {day: ["00:00-24:00"] for day in ("saturday", "sunday", "monday", "tuesday",
+                                            "wednesday")}
+    schedule = hours({**long, "friday": ["09:00-24:00"], "thursday": ["00:00-17:00"]})
+    assert in_utc(schedule.opening_of(chicago(2026, 1, 14, 12, 0))) == utc(2026, 1, 9, 15, 0)
+
+
+def test_always_open_has_no_opening() -> None:
+    always = hours({day: ["00:00-24:00"] for day in ("monday", "tuesday", "wednesday",
+                                                    "thursday", "friday", "saturday",
+                                                    "sunday")})
+    assert always.is_open(chicago(2026, 1, 5, 12, 0))
+    assert always.opening_of(chicago(2026, 1, 5, 12, 0)) is None
+
+
+def test_opening_of_after_spring_forward_is_nine_local() -> None:
+    schedule = hours(OFFICE)
+    assert in_utc(schedule.opening_of(chicago(2026, 3, 9, 10, 0))) == utc(2026, 3, 9, 14, 0)
+
+
+def test_last_closing_before_a_weekend_and_a_holiday() -> None:
+    # Thursday 2026-12-24 closes at 17:00; Friday 25 is a holiday; Monday 28 opens at 09:00.
+    schedule = hours(OFFICE, {"2026-12-25": []})
+    opening = schedule.opening_of(chicago(2026, 12, 28, 9, 0))
+    assert in_utc(opening) == utc(2026, 12, 28, 15, 0)
+    assert opening is not None
+    assert in_utc(schedule.last_closing(opening)) == utc(2026, 12, 24, 23, 0)
+    # During hours the last closing is yesterday's; a closing exactly now counts.
+    assert in_utc(schedule.last_closing(chicago(2026, 12, 24, 12, 0))) == utc(2026, 12, 23,
+                                                                               23, 0)
+    assert in_utc(schedule.last_closing(chicago(2026, 12, 24, 17, 0))) == utc(2026, 12, 24,
+                                                                               23, 0)
+
+
+def test_last_closing_across_fall_back() -> None:
+    schedule = hours(OFFICE)
+    # Friday 2026-10-30 17:00 CDT (22:00 UTC); Monday 2026-11-02 opens at 09:00 CST.
+    assert in_utc(schedule.last_closing(chicago(2026, 11, 2, 9, 0))) == utc(2026, 10, 30, 22, 0)
+
+
+def test_nothing_closed_within_the_horizon() -> None:
+    assert hours({}).last_closing(chicago(2026, 1, 5, 12, 0)) is None
+
+
 # --- validation ------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from bot.console.security import Access, access
 from bot.domain import Language, StaffRole
 from bot.storage import views
 from handlers import staff_admin
+from handlers.handover import record_handover
 from handlers.staff_admin import Actor, StaffAdminError
 
 routes = web.RouteTableDef()
@@ -73,12 +74,13 @@ def _said(exc: StaffAdminError) -> str:
     return exc.said_as(PAGE_NAMES)
 
 
-async def _write(request: web.Request, unit: Callable[[Session], T]) -> T:
-    """Run a change. A unique address registered by someone else at the same moment is
-    refused like one registered before (the unit checks first; the constraint is the last
-    word on a database with several writers)."""
+async def _write(request: web.Request, unit: Callable[[Session], T],
+                 sends: bool = False) -> T:
+    """Run a change (`sends`: one that queues a message). A unique address registered by
+    someone else at the same moment is refused like one registered before (the unit checks
+    first; the constraint is the last word on a database with several writers)."""
     try:
-        return await deps(request).writer.run(unit, notify=False)
+        return await deps(request).writer.run(unit, notify=sends)
     except IntegrityError:
         raise StaffAdminError("that is already registered; reload the page and check") \
             from None
@@ -343,8 +345,13 @@ async def oncall_set(request: web.Request) -> web.Response:
         until = staff_admin.parse_until(_text(form, "until", 40), d.settings.hours.timezone,
                                         now)
         username = _text(form, "username", 64)
-        await _write(request, lambda s: staff_admin.set_override(s, username, until, actor,
-                                                                 now))
+
+        def put_on_call(session: Session) -> None:
+            staff_admin.set_override(session, username, until, actor, now)
+            record_handover(session, d.escalation, now, announce_first=True,
+                            actor=actor.name, actor_staff_id=actor.staff_id)
+
+        await _write(request, put_on_call, sends=True)
     except StaffAdminError as exc:
         return await _oncall_page(request, _said(exc), 400)
     _rota_changed(request)
@@ -358,7 +365,13 @@ async def oncall_end(request: web.Request) -> web.Response:
     override_id = _id(request, "override_id")
     now, actor = d.clock(), _actor(request)
     try:
-        await _write(request, lambda s: staff_admin.end_override(s, override_id, actor, now))
+
+        def end(session: Session) -> None:
+            staff_admin.end_override(session, override_id, actor, now)
+            record_handover(session, d.escalation, now, announce_first=True,
+                            actor=actor.name, actor_staff_id=actor.staff_id)
+
+        await _write(request, end, sends=True)
     except StaffAdminError as exc:
         return await _oncall_page(request, _said(exc), 400)
     _rota_changed(request)

@@ -9,7 +9,9 @@ from sqlalchemy.orm import Session
 
 from bot.console.deps import deps, me
 from bot.console.pages import render
+from bot.storage.models import Staff
 from bot.storage.views import QueueCounts, QueueRow, Tab, queue, queue_counts
+from handlers.handover import confirm, waiting_for, when_words
 
 routes = web.RouteTableDef()
 TAB_LABELS = {
@@ -55,7 +57,28 @@ async def _rows(request: web.Request) -> dict[str, object]:
 
 @routes.get("")
 async def queue_page(request: web.Request) -> web.Response:
-    return await render(request, "queue.html", **await _rows(request))
+    d = deps(request)
+    staff_id, now = me(request).staff_id, d.clock()
+    # Whoever has just taken over on call can confirm it here as well as by ACK.
+    waiting = await d.reader.run(lambda s: waiting_for(s, staff_id))
+    on_call = None if waiting is None else when_words(waiting.until, now,
+                                                      d.settings.oncall.zone)
+    return await render(request, "queue.html", on_call_until=on_call, **await _rows(request))
+
+
+@routes.post("/oncall/confirm")
+async def confirm_on_call(request: web.Request) -> web.Response:
+    """The console's ACK for a handover; nothing happens unless there is one to confirm."""
+    d = deps(request)
+    staff_id, now = me(request).staff_id, d.clock()
+
+    def unit(session: Session) -> None:
+        staff = session.get(Staff, staff_id)
+        if staff is not None:
+            confirm(session, d.escalation, staff, now)
+
+    await d.writer.run(unit)
+    raise web.HTTPSeeOther("/console")
 
 
 @routes.get("/queue/rows")

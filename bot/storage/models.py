@@ -349,3 +349,52 @@ class AuditEntry(Base):
     target_type: Mapped[str] = mapped_column(String(32))
     target_id: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Handover(Base):
+    """Who took over on call, when, and whether they confirmed it.
+
+    `seq` numbers handovers in the order they happened. Each is recorded by inserting the
+    next number, so when several processes notice the same change at once, the unique
+    constraint lets exactly one of them record (and announce) it."""
+
+    __tablename__ = "handovers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    # None: nobody is on call (a gap in the rota).
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: until further notice
+    # False for the first record of a database, which only notes who was on call already.
+    announced: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the backup and the admins are told, if nobody has confirmed by then; None when
+    # there is nothing to wait for (confirmed, superseded, a gap, not announced).
+    confirm_by: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unconfirmed_told_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PageTest(Base):
+    """A test page sent by `python -m bot page-test`: not an emergency, never an
+    escalation."""
+
+    __tablename__ = "page_tests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"),
+                                                 index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acked_channel: Mapped[str | None] = mapped_column(String(16))
+
+
+class OpeningDigest(Base):
+    """The one line the staff chat got at an opening. The unique opening time is what makes
+    it one per opening, however many processes notice the opening."""
+
+    __tablename__ = "opening_digests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    opening_at: Mapped[datetime] = mapped_column(UTCDateTime, unique=True)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -39,6 +39,14 @@ def _insert_event_once(dialect: str) -> Insert:
     )
 
 
+def insert_unless_taken(session: Session, model: type, *unique: str) -> Insert:
+    """INSERT ... ON CONFLICT (unique) DO NOTHING: a claim that a unique key decides. Of
+    the processes that try the same key at once, only the one whose insert took it gets a
+    row back from RETURNING, and does the work; a restart finds the key taken."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(model).on_conflict_do_nothing(index_elements=list(unique))
+    return statement  # type: ignore[no-any-return]
+
 
 def audit(
     session: Session,
