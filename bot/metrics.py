@@ -123,7 +123,7 @@ class Metrics:
 
 
 @dataclass(frozen=True)
-class _Snapshot:
+class Snapshot:
     now: datetime
     ready: bool
     spooled: int
@@ -144,7 +144,7 @@ class ScrapeCollector(Collector):
         self._rota = rota
         self._spool = spool
         self._ready = ready  # this process's own checks: writer, outbox worker, polling
-        self._snapshot: _Snapshot | None = None
+        self._snapshot: Snapshot | None = None
 
     async def refresh(self) -> None:
         now = self._clock()
@@ -158,7 +158,7 @@ class ScrapeCollector(Collector):
         except Exception as exc:  # the database is down: say so, do not fail the scrape
             log.warning("metrics_database_unreadable", extra={"error": type(exc).__name__})
         problems += len(empty_rota_problem(self._rota))
-        self._snapshot = _Snapshot(
+        self._snapshot = Snapshot(
             now=now, ready=self._ready() and figures is not None, spooled=len(self._spool),
             held=self._spool.held(), figures=figures, rota_problems=problems,
             nobody_on_call=nobody)
@@ -167,65 +167,68 @@ class ScrapeCollector(Collector):
         return []  # no duplicate names to check; and registering must not read anything
 
     def collect(self) -> Iterator[Metric]:
-        snap = self._snapshot
-        if snap is None:
-            return
-        yield _gauge("triage_ready", "1 when this process can take messages in and send "
-                     "(database, writer, outbox worker, Telegram polling), else 0",
-                     int(snap.ready))
-        yield _gauge("triage_spool_messages", "Messages waiting in this process's spool for "
-                     "the database", snap.spooled)
-        yield _gauge("triage_spool_held_messages", "Spooled messages set aside in held/ for a "
-                     "person to look at", snap.held)
-        figures = snap.figures
-        if figures is None:
-            return
-        waiting = GaugeMetricFamily(
-            "triage_contacts_waiting", "Open conversations whose contact staff have not "
-            "answered yet", labels=["channel"])
-        oldest = GaugeMetricFamily(
-            "triage_contacts_waiting_oldest_seconds", "How long the longest-waiting of them "
-            "has waited (0 when none)", labels=["channel"])
-        for channel in CHANNELS:
-            found = figures.waiting.get(channel)
-            waiting.add_metric([channel], found.count if found else 0)
-            oldest.add_metric([channel], _age(snap.now, found.oldest) if found else 0)
-        yield waiting
-        yield oldest
-        escalations = GaugeMetricFamily(
-            "triage_escalations_open", "Escalations not resolved, by whether someone has "
-            "acknowledged them", labels=["state"])
-        escalations.add_metric(["unacknowledged"], figures.unacknowledged)
-        escalations.add_metric(["acknowledged"], figures.acknowledged)
-        yield escalations
-        yield _gauge("triage_escalations_past_ladder", "Unacknowledged escalations whose "
-                     "ladder has paged its last step", figures.past_ladder)
-        yield _gauge("triage_escalations_unpaged", "Unacknowledged escalations none of whose "
-                     "pages has reached a provider (queued, failed, or nobody to page)",
-                     figures.unpaged)
-        backlog = GaugeMetricFamily(
-            "triage_outbox_backlog", "Outbound messages queued or being sent",
-            labels=["channel", "kind"])
-        pending_age = GaugeMetricFamily(
-            "triage_outbox_oldest_pending_seconds", "How long the oldest of them has waited "
-            "to go out (0 when none)", labels=["channel"])
-        counts = {(channel, kind): 0 for channel in CHANNELS for kind in KINDS}
-        ages = dict.fromkeys(CHANNELS, 0.0)
-        for (channel, kind), row in figures.backlog.items():
-            key = (known(channel, CHANNELS), known(kind, KINDS))
-            counts[key] = counts.get(key, 0) + row.count
-            ages[key[0]] = max(ages.get(key[0], 0.0), _age(snap.now, row.oldest))
-        for (channel, kind), n in sorted(counts.items()):
-            backlog.add_metric([channel, kind], n)
-        for channel, age in sorted(ages.items()):
-            pending_age.add_metric([channel], age)
-        yield backlog
-        yield pending_age
-        yield _gauge("triage_rota_problems", "Rota gaps check-config warns about: rotation "
-                     "or backup members who cannot be paged, or an empty rotation",
-                     snap.rota_problems)
-        yield _gauge("triage_oncall_nobody", "1 when nobody is on call right now (every "
-                     "page goes to all on-call and admins)", int(snap.nobody_on_call))
+        if self._snapshot is not None:
+            yield from snapshot_families(self._snapshot)
+
+
+def snapshot_families(snap: Snapshot) -> Iterator[Metric]:
+    """The scrape-time figures, as Prometheus metric families."""
+    yield _gauge("triage_ready", "1 when this process can take messages in and send "
+                 "(database, writer, outbox worker, Telegram polling), else 0",
+                 int(snap.ready))
+    yield _gauge("triage_spool_messages", "Messages waiting in this process's spool for "
+                 "the database", snap.spooled)
+    yield _gauge("triage_spool_held_messages", "Spooled messages set aside in held/ for a "
+                 "person to look at", snap.held)
+    figures = snap.figures
+    if figures is None:
+        return
+    waiting = GaugeMetricFamily(
+        "triage_contacts_waiting", "Open conversations whose contact staff have not "
+        "answered yet", labels=["channel"])
+    oldest = GaugeMetricFamily(
+        "triage_contacts_waiting_oldest_seconds", "How long the longest-waiting of them "
+        "has waited (0 when none)", labels=["channel"])
+    for channel in CHANNELS:
+        found = figures.waiting.get(channel)
+        waiting.add_metric([channel], found.count if found else 0)
+        oldest.add_metric([channel], _age(snap.now, found.oldest) if found else 0)
+    yield waiting
+    yield oldest
+    escalations = GaugeMetricFamily(
+        "triage_escalations_open", "Escalations not resolved, by whether someone has "
+        "acknowledged them", labels=["state"])
+    escalations.add_metric(["unacknowledged"], figures.unacknowledged)
+    escalations.add_metric(["acknowledged"], figures.acknowledged)
+    yield escalations
+    yield _gauge("triage_escalations_past_ladder", "Unacknowledged escalations whose "
+                 "ladder has paged its last step", figures.past_ladder)
+    yield _gauge("triage_escalations_unpaged", "Unacknowledged escalations none of whose "
+                 "pages has reached a provider (queued, failed, or nobody to page)",
+                 figures.unpaged)
+    backlog = GaugeMetricFamily(
+        "triage_outbox_backlog", "Outbound messages queued or being sent",
+        labels=["channel", "kind"])
+    pending_age = GaugeMetricFamily(
+        "triage_outbox_oldest_pending_seconds", "How long the oldest of them has waited "
+        "to go out (0 when none)", labels=["channel"])
+    counts = {(channel, kind): 0 for channel in CHANNELS for kind in KINDS}
+    ages = dict.fromkeys(CHANNELS, 0.0)
+    for (channel, kind), row in figures.backlog.items():
+        key = (known(channel, CHANNELS), known(kind, KINDS))
+        counts[key] = counts.get(key, 0) + row.count
+        ages[key[0]] = max(ages.get(key[0], 0.0), _age(snap.now, row.oldest))
+    for (channel, kind), n in sorted(counts.items()):
+        backlog.add_metric([channel, kind], n)
+    for channel, age in sorted(ages.items()):
+        pending_age.add_metric([channel], age)
+    yield backlog
+    yield pending_age
+    yield _gauge("triage_rota_problems", "Rota gaps check-config warns about: rotation "
+                 "or backup members who cannot be paged, or an empty rotation",
+                 snap.rota_problems)
+    yield _gauge("triage_oncall_nobody", "1 when nobody is on call right now (every "
+                 "page goes to all on-call and admins)", int(snap.nobody_on_call))
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

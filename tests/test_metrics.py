@@ -14,18 +14,35 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.metrics import CHANNELS, KINDS, Metrics, ScrapeCollector
-from bot.storage.after_commit import Observation
+from bot.app import create_app
+from bot.config import parse_settings
 from bot.domain import Observed
+from bot.metrics import (
+    ACK_BUCKETS,
+    CHANNELS,
+    INBOUND_OUTCOMES,
+    KINDS,
+    OTHER,
+    REJECTIONS,
+    REPLY_BUCKETS,
+    WEBHOOKS,
+    Metrics,
+    ScrapeCollector,
+    Snapshot,
+)
+from bot.storage.after_commit import Observation
+from bot.storage.figures import Backlog, Figures, Waiting
 from bot.storage.models import Conversation, Outbox
-from tests.conftest import MONDAY_10AM, Service
+from tests.conftest import MONDAY_10AM, Clock, Env, Service
 from tests.console_helpers import Browser, add_staff
+from tests.databases import on_postgres
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.twilio_api import FakeTwilio
 from tests.test_escalation import ALICE, CAROL, ONCALL, Phones, register_staff, sweep_after
+from tests.test_never_silent import FAST_FALLBACK, database_down
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 CONTACT_A = "+13145550161"
@@ -200,3 +217,147 @@ async def test_a_scripted_morning_reads_exactly_on_metrics(
     assert value(m, "triage_page_ack_seconds_bucket", le="300.0") == 1
     failed = [o for o in await svc.all(Outbox) if o.status == "failed"]
     assert sorted(o.kind for o in failed) == ["page", "reply"]
+    # Nobody's words or address, in any form, and only known label values.
+    status, text = await scrape(svc)
+    for secret in ("hello", "gun", "danger", "We are here", "alice", "carol", "erin", "bob",
+                   *(n[2:] for n in (CONTACT_A, CONTACT_C, CONTACT_D, CONTACT_E, CONTACT_G,
+                                     ALICE, CAROL)),
+                   str(TELEGRAM_T), str(TELEGRAM_H)):
+        assert secret not in text.lower(), secret
+    assert label_values(text) <= ALLOWED_LABEL_VALUES
+
+
+ALLOWED_LABEL_VALUES = {
+    *CHANNELS, *KINDS, *INBOUND_OUTCOMES, *WEBHOOKS, *REJECTIONS, OTHER,
+    "unacknowledged", "acknowledged",
+    *(str(float(b)) for b in (*REPLY_BUCKETS, *ACK_BUCKETS)), "+Inf",
+}
+
+
+def label_values(text: str) -> set[str]:
+    return {v for family in text_string_to_metric_families(text) for s in family.samples
+            for v in s.labels.values()}
+
+
+# --- who may scrape --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_with(aiohttp_client, env: Env, clock: Clock):
+    """The app with no provider, a config override and extra environment (the token)."""
+
+    async def start(environ: dict[str, str] | None = None, **overrides: Any) -> Service:
+        raw = env.raw_config(None, None, **overrides)
+        settings = parse_settings(raw, env.environ(**(environ or {})), base_dir=env.tmp_path)
+        return Service(await aiohttp_client(create_app(settings, clock)), clock)
+
+    return start
+
+
+async def test_a_scrape_from_outside_allow_is_refused_and_the_token_lets_it_in(start_with):
+    svc = await start_with({"TRIAGE_METRICS_TOKEN": TOKEN}, metrics={"allow": ["10.0.0.0/8"]})
+    status, text = await scrape(svc)  # from 127.0.0.1, outside 10.0.0.0/8
+    assert (status, text) == (403, "not allowed to read the metrics")
+    status, text = await scrape(svc, Authorization=f"Bearer {TOKEN}")
+    assert status == 200 and "triage_ready 1.0" in text
+    for wrong in (f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}", "Bearer ",
+                  TOKEN, "Bearer \u00e9t\u00e9-0123456789abcdef"):
+        status, text = await scrape(svc, Authorization=wrong)
+        assert (status, text) == (403, "not allowed to read the metrics"), wrong
+
+
+async def test_loopback_may_scrape_by_default_but_a_wrong_token_is_still_refused(start_with):
+    svc = await start_with({"TRIAGE_METRICS_TOKEN": TOKEN})
+    assert (await scrape(svc))[0] == 200
+    assert (await scrape(svc, Authorization="Bearer not-the-token-000000"))[0] == 403
+
+
+async def test_without_a_token_configured_no_bearer_token_is_taken(start_with):
+    svc = await start_with(metrics={"allow": []})
+    assert (await scrape(svc))[0] == 403
+    assert (await scrape(svc, Authorization="Bearer ")) [0] == 403
+    assert (await scrape(svc, Authorization="Bearer anything-at-all-000"))[0] == 403
+
+
+async def test_behind_a_trusted_proxy_the_clients_own_address_counts(start_with):
+    svc = await start_with(server={"trusted_proxies": ["127.0.0.1/32"]},
+                           metrics={"allow": ["127.0.0.1/32", "10.0.0.0/8"]})
+    # The proxy's own loopback address lets nobody in from beyond it.
+    assert (await scrape(svc, **{"X-Forwarded-For": "203.0.113.5"}))[0] == 403
+    assert (await scrape(svc, **{"X-Forwarded-For": "10.1.2.3"}))[0] == 200
+    # A client cannot pick its address by writing the header itself: the nearest
+    # untrusted hop counts.
+    assert (await scrape(svc, **{"X-Forwarded-For": "10.1.2.3, 203.0.113.5"}))[0] == 403
+
+
+async def test_metrics_off_means_no_route_and_no_counting(start_service, fake_twilio):
+    svc = await start_service(fake_twilio, metrics={"enabled": False})
+    assert svc.services.metrics is None and svc.services.writer.observer is None
+    assert (await scrape(svc))[0] == 404
+    status, _ = await svc.sms("hello")
+    assert status == 200
+    await fake_twilio.wait_for_messages(1)
+    assert (await scrape(svc))[0] == 404
+
+
+# --- the spool, and the database gone ----------------------------------------------------------
+
+
+@pytest.mark.skipif(on_postgres(), reason="the database is made unwritable with SQLite's lock")
+async def test_a_spooled_message_shows_in_the_spool_depth(start_service, fake_twilio, env):
+    svc = await start_service(fake_twilio, **FAST_FALLBACK)
+    with database_down(env.tmp_path / "triage.db"):
+        status, _ = await svc.sms("hello")
+        assert status == 200
+        m = await scraped(svc)
+        assert value(m, "triage_spool_messages") == 1
+        assert value(m, "triage_inbound_messages_total", channel="sms", outcome="spooled") == 1
+        assert value(m, "triage_inbound_messages_total", channel="sms", outcome="stored") == 0
+
+
+async def test_a_writer_that_stopped_reads_not_ready(start_service, fake_twilio):
+    svc = await start_service(fake_twilio)
+    assert value(await scraped(svc), "triage_ready") == 1
+    await svc.services.writer.stop()
+    m = await scraped(svc)
+    assert value(m, "triage_ready") == 0
+    assert value(m, "triage_contacts_waiting", channel="sms") == 0  # the database still reads
+
+
+# --- labels --------------------------------------------------------------------------------
+
+ANY_TEXT = st.text(max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    observed=st.lists(st.tuples(st.sampled_from(list(Observed)), ANY_TEXT, ANY_TEXT,
+                                st.floats(0, 1e6)), max_size=5),
+    taken=st.lists(st.tuples(ANY_TEXT, ANY_TEXT), max_size=3),
+    rejected=st.lists(st.tuples(ANY_TEXT, ANY_TEXT), max_size=3),
+    waiting=st.dictionaries(ANY_TEXT, st.integers(1, 10**6), max_size=3),
+    backlog=st.dictionaries(st.tuples(ANY_TEXT, ANY_TEXT), st.integers(1, 10**6), max_size=3),
+)
+def test_no_label_value_is_ever_anything_but_a_known_code(
+        observed, taken, rejected, waiting, backlog) -> None:
+    """Whatever strings reach the metrics (a channel column gone wrong, a unit passing the
+    wrong thing), the labels hold only the known codes."""
+    registry = CollectorRegistry(auto_describe=False)
+    metrics = Metrics(registry, FixedSnapshot(Snapshot(
+        now=MONDAY_10AM, ready=True, spooled=0, held=0,
+        figures=Figures(
+            waiting={c: Waiting(n, MONDAY_10AM) for c, n in waiting.items()},
+            unacknowledged=0, acknowledged=0, past_ladder=0, unpaged=0,
+            backlog={k: Backlog(n, MONDAY_10AM) for k, n in backlog.items()}))))
+    for what, channel, kind, seconds in observed:
+        metrics.observe(Observation(what, seconds, (("channel", channel), ("kind", kind))))
+    for channel, outcome in taken:
+        metrics.taken(channel, outcome)
+    for webhook, reason in rejected:
+        metrics.rejected(webhook, reason)
+    assert label_values(generate_latest(registry).decode()) <= ALLOWED_LABEL_VALUES
+
+
+class FixedSnapshot(ScrapeCollector):
+    def __init__(self, snapshot: Snapshot) -> None:  # reads nothing: the figures are given
+        self._snapshot = snapshot
