@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import ColumnElement, Select, exists, func, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from bot.domain import ConversationStatus, EscalationStatus, OutboxKind, OutboxStatus
@@ -20,7 +21,7 @@ from bot.storage.models import Conversation, Escalation, Outbox
 BACKLOG = (OutboxStatus.PENDING, OutboxStatus.SENDING)
 # A page the provider has taken and not reported failed.
 REACHED = (OutboxStatus.SENT, OutboxStatus.DELIVERED)
-LIVE = (EscalationStatus.OPEN, EscalationStatus.ACKED)
+GROUPED = ("waiting", "backlog")
 
 
 @dataclass(frozen=True)
@@ -46,39 +47,39 @@ class Figures:
 
 
 def read_figures(session: Session) -> Figures:
-    c = Conversation
-    # ix_conversations_waiting covers this: the open rows' index entries alone are read.
-    waiting = session.execute(
-        select(c.channel, func.count(), func.min(c.awaiting_since))
+    """One statement, so one round trip to the database: each part is a branch of a UNION
+    ALL, tagged with what it counts, and each branch is served by an index."""
+    c, e, o = Conversation, Escalation, Outbox
+    reached = exists().where(o.escalation_id == e.id, o.kind == OutboxKind.PAGE,
+                             o.status.in_(REACHED))
+    rows = session.execute(union_all(
+        # ix_conversations_waiting covers this: the open rows' index entries alone are read.
+        select(literal("waiting"), c.channel, null(), func.count(), func.min(c.awaiting_since))
         .where(c.status == ConversationStatus.OPEN, c.awaiting_since.is_not(None))
-        .group_by(c.channel)
-    ).all()
-    e = Escalation
-    unacknowledged, acknowledged, past_ladder = session.execute(
-        select(
-            func.count().filter(e.status == EscalationStatus.OPEN),
-            func.count().filter(e.status == EscalationStatus.ACKED),
-            # The last step leaves no next one: an open escalation without one has paged
-            # everyone it ever will.
-            func.count().filter(e.status == EscalationStatus.OPEN, e.next_step_at.is_(None)),
-        ).where(e.status.in_(LIVE))
-    ).one()
-    reached = exists().where(Outbox.escalation_id == e.id, Outbox.kind == OutboxKind.PAGE,
-                             Outbox.status.in_(REACHED))
-    unpaged = session.scalar(
-        select(func.count()).select_from(e).where(e.status == EscalationStatus.OPEN, ~reached)
-    )
-    o = Outbox
-    backlog = session.execute(
-        select(o.channel, o.kind, func.count(), func.min(o.created_at))
+        .group_by(c.channel),
+        select(literal("backlog"), o.channel, o.kind, func.count(), func.min(o.created_at))
         .where(o.status.in_(BACKLOG))
-        .group_by(o.channel, o.kind)
-    ).all()
+        .group_by(o.channel, o.kind),
+        # ix_escalations_due (status, next_step_at) covers the next three.
+        _count("unacknowledged", e.status == EscalationStatus.OPEN),
+        _count("acknowledged", e.status == EscalationStatus.ACKED),
+        # The last step leaves no next one: an open escalation without one has paged
+        # everyone it ever will.
+        _count("past_ladder", e.status == EscalationStatus.OPEN, e.next_step_at.is_(None)),
+        _count("unpaged", e.status == EscalationStatus.OPEN, ~reached),
+    )).all()
+    counts = {what: n for what, _, _, n, _ in rows if what not in GROUPED}
     return Figures(
-        waiting={channel: Waiting(n, oldest) for channel, n, oldest in waiting},
-        unacknowledged=int(unacknowledged or 0),
-        acknowledged=int(acknowledged or 0),
-        past_ladder=int(past_ladder or 0),
-        unpaged=int(unpaged or 0),
-        backlog={(channel, kind): Backlog(n, oldest) for channel, kind, n, oldest in backlog},
+        waiting={ch: Waiting(n, oldest) for what, ch, _, n, oldest in rows if what == "waiting"},
+        unacknowledged=counts.get("unacknowledged", 0),
+        acknowledged=counts.get("acknowledged", 0),
+        past_ladder=counts.get("past_ladder", 0),
+        unpaged=counts.get("unpaged", 0),
+        backlog={(ch, kind): Backlog(n, oldest) for what, ch, kind, n, oldest in rows
+                 if what == "backlog"},
     )
+
+
+def _count(what: str, *where: ColumnElement[bool]) -> Select[Any]:
+    return select(literal(what), null(), null(), func.count(), null()).select_from(
+        Escalation).where(*where)
