@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from bot.app import create_app
 from bot.config import parse_settings
@@ -322,6 +323,28 @@ async def test_a_writer_that_stopped_reads_not_ready(start_service, fake_twilio)
     m = await scraped(svc)
     assert value(m, "triage_ready") == 0
     assert value(m, "triage_contacts_waiting", channel="sms") == 0  # the database still reads
+
+
+async def test_a_database_that_cannot_be_read_leaves_its_figures_out_and_reads_not_ready(
+        start_service, fake_twilio, captured_logs):
+    svc = await start_service(fake_twilio)
+
+    async def rename(session: Any, old: str, new: str) -> None:
+        await session.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+        await session.commit()
+
+    await svc.query(lambda s: rename(s, "escalations", "escalations_away"))
+    try:
+        status, body = await scrape(svc)
+    finally:
+        await svc.query(lambda s: rename(s, "escalations_away", "escalations"))
+    assert status == 200
+    m = parse(body)
+    assert value(m, "triage_ready") == 0
+    assert not any(name.startswith(("triage_contacts", "triage_escalations", "triage_outbox_b"))
+                   for name, _ in m)
+    assert "metrics_database_unreadable" in [e["event"] for e in captured_logs.entries()]
+    assert value(await scraped(svc), "triage_ready") == 1  # and back once it reads again
 
 
 # --- labels --------------------------------------------------------------------------------
