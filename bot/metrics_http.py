@@ -37,6 +37,7 @@ REASONS = {
     417: "expectation",
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 class MetricsEndpoint:
@@ -69,8 +70,7 @@ class MetricsEndpoint:
                                                 hdrs.CACHE_CONTROL: "no-store"})
 
 
-def count_rejections(metrics: Metrics) -> Callable[[web.Request, Handler], Awaitable[
-        web.StreamResponse]]:
+def count_rejections(metrics: Metrics) -> Middleware:
     """A middleware that counts the webhooks' 4xx answers, by webhook and reason."""
 
     @web.middleware

@@ -1,7 +1,7 @@
-"""The figures /metrics reads from the database at each scrape: SELECT only, a handful of
-aggregate queries, each served by an index, so a scrape costs the same with 100 or 100,000
-conversations behind it. Every process reads the same rows, so every process reports the
-same figures.
+"""The figures /metrics reads from the database at each scrape: SELECT only, one statement
+of aggregates, each served by an index, so a scrape's cost grows with how many contacts are
+waiting and messages queued, not with how many conversations are kept. Every process reads
+the same rows, so every process reports the same figures.
 
 No row leaves here: only counts and oldest times, by channel and kind.
 """
