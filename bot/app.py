@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram.error import TelegramError
@@ -37,6 +38,8 @@ from bot.console.deps import ConsoleDeps
 from bot.crypto import Cipher
 from bot.http_errors import ServerLog, expect_handler, unreadable_body_is_400
 from bot.intake import Intake
+from bot.metrics import Metrics, ScrapeCollector
+from bot.metrics_http import MetricsEndpoint, count_rejections
 from bot.notify import Notifier
 from bot.notify_postgres import PostgresRelay, listen_dsn
 from bot.outbox import OutboxWorker, Sender
@@ -77,6 +80,7 @@ class Services:
     escalation: EscalationDeps
     notifier: Notifier
     reader: Reader
+    metrics: Metrics | None  # None when [metrics] enabled = false: nothing is counted
     senders: dict[str, Sender] = field(default_factory=dict)
     telegram_bot: PollingBot | None = None
     telegram_poller: TelegramPoller | None = None  # polling mode only; readyz asks it
@@ -115,11 +119,19 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         ),
     )
     spool = Spool(settings.database.spool_dir, cipher)
+    reader = Reader(engine)
+    metrics = None
+    if settings.metrics.enabled:
+        # The app's own registry, never prometheus_client's global one: two apps in one
+        # process (the tests) must not count into each other.
+        metrics = Metrics(CollectorRegistry(auto_describe=False), ScrapeCollector(
+            reader, clock, settings.oncall, spool, lambda: all(process_checks(services).values())))
+        writer.observer = metrics.observe
     intake = Intake(writer, deps, spool, clock, settings.database.write_timeout_seconds,
-                    notifier)
+                    notifier, metrics)
     services = Services(
         settings, clock, engine, cipher, writer, worker, intake, spool, escalation, notifier,
-        Reader(engine), senders,
+        reader, metrics, senders,
     )
     if settings.telegram.enabled:
         services.telegram_bot = make_bot(settings.telegram)
@@ -141,14 +153,20 @@ def paging_deps(settings: Settings, cipher: Cipher) -> EscalationDeps:
 
 def create_app(settings: Settings, clock: Clock = utc_now) -> web.Application:
     services = build_services(settings, clock)
+    middlewares = [unreadable_body_is_400]
+    if services.metrics is not None:
+        middlewares.insert(0, count_rejections(services.metrics))  # sees every refusal
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[unreadable_body_is_400],
+        middlewares=middlewares,
         handler_args={"logger": ServerLog(logging.getLogger("aiohttp.server"))},
     )
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz, expect_handler=expect_handler)
     app.router.add_get("/readyz", readyz, expect_handler=expect_handler)
+    if services.metrics is not None:
+        app.router.add_routes(MetricsEndpoint(services.metrics, settings.metrics,
+                                              settings.server.trusted_proxies).routes())
     app.add_subapp("/console", create_console(console_deps(services)))
     if settings.webchat.enabled:
         app.add_subapp("/chat", create_webchat(WebDeps(
@@ -283,18 +301,23 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def process_checks(services: Services) -> dict[str, bool]:
+    """Readiness as far as this process's own parts go; the database is checked apart."""
+    checks = {"outbox_worker": services.worker.alive, "writer": services.writer.alive}
+    if services.telegram_poller is not None:  # a webhook has no loop of ours to fail
+        checks["telegram"] = services.telegram_poller.healthy
+    return checks
+
+
 async def readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    checks = {"outbox_worker": services.worker.alive, "writer": services.writer.alive}
+    checks = process_checks(services)
     try:
         async with services.engine.connect() as conn:
             await asyncio.wait_for(conn.execute(text("SELECT 1")), 2)
         checks["database"] = True
     except Exception:
         checks["database"] = False
+    ready = all(checks.values())
     checks["spool_empty"] = len(services.spool) == 0
-    ready = checks["outbox_worker"] and checks["writer"] and checks["database"]
-    if services.telegram_poller is not None:  # a webhook has no loop of ours to fail
-        checks["telegram"] = services.telegram_poller.healthy
-        ready = ready and checks["telegram"]
     return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)

@@ -192,7 +192,20 @@ def config_warnings(settings: Settings) -> list[str]:
         warnings.append("TRIAGE_SESSION_SECRET is not set (needed by the staff console)")
     if settings.server.public_url.startswith("http://") and settings.sms.enabled:
         warnings.append("[server] public_url is not https: Twilio webhooks should use https")
-    return warnings
+    return warnings + _metrics_warnings(settings)
+
+
+def _metrics_warnings(settings: Settings) -> list[str]:
+    metrics = settings.metrics
+    if not metrics.enabled:
+        return []
+    if not metrics.allow and not metrics.token:
+        return ["[metrics] allow is empty and TRIAGE_METRICS_TOKEN is not set: nothing can "
+                "read /metrics (set enabled = false to turn it off)"]
+    if any(network.prefixlen == 0 for network in metrics.allow):
+        return ["[metrics] allow lets every address read /metrics; list the scrapers' "
+                "networks, or use TRIAGE_METRICS_TOKEN"]
+    return []
 
 
 def _rota_warnings(settings: Settings) -> list[str]:

@@ -165,6 +165,13 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool  # off: no /metrics route, and no counter is ever touched
+    allow: tuple[IPv4Network | IPv6Network, ...]  # who may scrape without the token
+    token: Secret  # TRIAGE_METRICS_TOKEN: a bearer token that may scrape from anywhere
+
+
+@dataclass(frozen=True)
 class OutboxSettings:
     max_attempts: int
     retry_base_seconds: float
@@ -185,6 +192,7 @@ class Settings:
     outbox: OutboxSettings
     console: ConsoleSettings
     webchat: WebchatSettings
+    metrics: MetricsSettings
     emergency_phrases: Mapping[str, tuple[str, ...]]
     replies: Mapping[str, Mapping[str, str]]
     encryption_key: Secret
@@ -282,6 +290,7 @@ def parse_settings(
         outbox=_outbox(root.table("outbox")),
         console=_console(root.table("console")),
         webchat=_webchat(root.table("webchat")),
+        metrics=_metrics(root.table("metrics"), environ),
         emergency_phrases=_emergency(root.table("emergency")),
         replies=_replies(root.table("replies")),
         encryption_key=_required_secret(environ, "TRIAGE_ENCRYPTION_KEY"),
@@ -476,6 +485,23 @@ def _webchat(t: _Table) -> WebchatSettings:
         max_sessions=t.int("max_sessions", 500, minimum=1),
         max_message_chars=t.int("max_message_chars", 2000, minimum=100, maximum=10_000),
         messages_per_minute=t.int("messages_per_minute", 20, minimum=1),
+    )
+
+
+def _metrics(t: _Table, environ: Mapping[str, str]) -> MetricsSettings:
+    unknown = set(t.data) - {"enabled", "allow"}
+    if unknown:
+        raise ConfigError(t.key(sorted(unknown)[0]), "unknown key (enabled, allow)")
+    token = _secret(environ, "TRIAGE_METRICS_TOKEN")
+    # RFC 6750's token68 characters, long enough not to be guessed: anything else could not
+    # travel in an Authorization header as it is, and would fail every scrape in silence.
+    if token and not re.fullmatch(r"[A-Za-z0-9._~+/-]{16,}=*", token.reveal()):
+        raise ConfigError("TRIAGE_METRICS_TOKEN",
+                          "must be at least 16 characters of A-Z a-z 0-9 . _ ~ + / -")
+    return MetricsSettings(
+        enabled=t.bool("enabled", True),
+        allow=_networks(t, "allow", ["127.0.0.1/32", "::1/128"]),
+        token=token,
     )
 
 

@@ -71,6 +71,16 @@ class EscalationStatus(enum.StrEnum):
     RESOLVED = "resolved"
 
 
+class Observed(enum.StrEnum):
+    """What a unit of work reports for the metrics once it has committed
+    (bot.storage.after_commit.observe)."""
+
+    FIRST_STAFF_REPLY = "first_staff_reply"  # seconds from first message; label channel
+    PAGE_ACK = "page_ack"  # seconds from the first page to the first acknowledgement
+    OUTBOX_FAILED = "outbox_failed"  # a message that will not arrive; channel, kind
+    OUTBOX_RETRIED = "outbox_retried"  # a send that failed and will be tried again
+
+
 class StaffRole(enum.StrEnum):
     STAFF = "staff"
     ONCALL = "oncall"

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bot.domain import DuplicateMessage, InboundMessage, Language
+from bot.metrics import Metrics
 from bot.notify import Notifier
 from bot.spool import Spool
 from bot.storage.writer import Writer, WriterStopped
@@ -50,7 +51,9 @@ class Intake:
         clock: Callable[[], datetime],
         write_timeout: float,
         notifier: Notifier,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._notifier = notifier
         self._writer = writer
         self._deps = deps
@@ -59,6 +62,12 @@ class Intake:
         self._write_timeout = write_timeout
 
     async def take(self, msg: InboundMessage) -> Taken:
+        taken = await self._take(msg)
+        if self._metrics is not None:
+            self._metrics.taken(msg.channel.value, taken.value)
+        return taken
+
+    async def _take(self, msg: InboundMessage) -> Taken:
         now = self._clock()
         try:
             outcome = await self._writer.run(

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from bot.config import OutboxSettings
 from bot.crypto import Cipher
 from bot.domain import (
+    Observed,
     OutboxKind,
     OutboxStatus,
     PermanentSendError,
@@ -33,6 +34,7 @@ from bot.domain import (
 )
 from bot.notify import Notifier
 from bot.storage import outbox
+from bot.storage.after_commit import observe
 from bot.storage.models import Outbox
 from bot.storage.outbox import Claimed
 from bot.storage.queries import audit, mark_opted_out
@@ -291,8 +293,11 @@ class OutboxWorker:
             if result.retry_in is not None:
                 outbox.retry_later(session, row.id, now, now + timedelta(seconds=result.retry_in),
                                    result.error or "", result.in_doubt)
+                observe(session, Observed.OUTBOX_RETRIED, channel=row.channel, kind=row.kind)
                 return
             sent = result.status == OutboxStatus.SENT
+            if not sent:
+                observe(session, Observed.OUTBOX_FAILED, channel=row.channel, kind=row.kind)
             outbox.settle(session, row.id, now, status=result.status, last_error=result.error,
                           provider_id=result.provider_id, sent_at=now if sent else None)
             if row.kind == OutboxKind.PAGE:

@@ -15,16 +15,16 @@ def remote_address(request: web.Request, trusted_proxies: Networks) -> str:
     connection's own. (Believing the header from anyone else would let a client pick its
     own address, and dodge a limit.) Used for limits only: never stored or logged."""
     remote = request.remote or "unknown"
-    if not trusted_proxies or not _within(remote, trusted_proxies):
+    if not trusted_proxies or not within(remote, trusted_proxies):
         return remote
     hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
     for hop in reversed([h for h in hops if h]):
-        if not _within(hop, trusted_proxies):
+        if not within(hop, trusted_proxies):
             return hop
     return remote
 
 
-def _within(address: str, networks: Networks) -> bool:
+def within(address: str, networks: Networks) -> bool:
     try:
         ip = ip_address(address)
     except ValueError:

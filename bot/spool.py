@@ -81,7 +81,11 @@ class Spool:
             os.close(fd)  # closing releases the lock
 
     def __len__(self) -> int:
-        return len(list(self.directory.glob(f"*{SUFFIX}"))) if self.directory.is_dir() else 0
+        return _count(self.directory)
+
+    def held(self) -> int:
+        """Messages set aside in held/ for a person to look at."""
+        return _count(self.directory / "held")
 
     def reencrypt(self) -> int:
         """Encrypt every spooled message again with the newest key (rekey). A file that
@@ -106,6 +110,10 @@ class Spool:
         held = self.directory / "held"
         held.mkdir(mode=0o700, exist_ok=True)
         path.replace(held / path.name)
+
+
+def _count(directory: Path) -> int:
+    return sum(1 for _ in directory.glob(f"*{SUFFIX}")) if directory.is_dir() else 0
 
 
 def _record_json(msg: InboundMessage) -> str:

@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.domain import OutboxStatus
-from bot.storage.after_commit import note
+from bot.domain import Observed, OutboxStatus
+from bot.storage.after_commit import note, observe
 from bot.storage.models import Outbox
 from bot.storage.queries import mark_opted_out
 
@@ -45,6 +45,8 @@ def record_delivery(
     if provider_status in DELIVERED:
         row.status = OutboxStatus.DELIVERED
     elif provider_status in FAILED:
+        if row.status != OutboxStatus.FAILED:  # Twilio may tell of one failure twice
+            observe(session, Observed.OUTBOX_FAILED, channel=row.channel, kind=row.kind)
         row.status = OutboxStatus.FAILED
         row.last_error = f"{provider_status}:{error_code or '-'}"
     row.updated_at = now

@@ -28,13 +28,14 @@ from bot.domain import (
     Channel,
     Direction,
     EscalationStatus,
+    Observed,
     OutboxKind,
     StaffRole,
 )
 from bot.gsm import septets, to_gsm7
 from bot.rota import Rota
 from bot.storage import outbox
-from bot.storage.after_commit import note
+from bot.storage.after_commit import note, observe
 from bot.storage.models import Escalation, Message, OncallOverride, Outbox, Staff
 from bot.storage.queries import audit
 
@@ -334,6 +335,8 @@ def rota_problems(session: Session, rota: Rota) -> list[str]:
 def acknowledge(session: Session, deps: EscalationDeps, escalation_id: int,
                       staff: Staff, now: datetime) -> Escalation:
     escalation = _open(session, escalation_id)
+    if escalation.acked_at is None:
+        _observe_ack(session, escalation, now)
     escalation.status = EscalationStatus.ACKED
     escalation.acked_at = now
     escalation.acked_by = staff.id
@@ -351,12 +354,19 @@ def resolve(session: Session, escalation_id: int, staff: Staff,
     escalation.resolved_at = now
     escalation.resolved_by = staff.id
     escalation.next_step_at = None
-    if escalation.acked_at is None:
+    if escalation.acked_at is None:  # resolving answers the page too
+        _observe_ack(session, escalation, now)
         escalation.acked_at, escalation.acked_by = now, staff.id
     audit(session, now, "escalation_resolved", "escalation", escalation.id,
           actor=staff.username, actor_staff_id=staff.id)
     note(session, log, "escalation_resolved", escalation=escalation.id, staff=staff.id)
     return escalation
+
+
+def _observe_ack(session: Session, escalation: Escalation, now: datetime) -> None:
+    """From the first page (queued as the escalation opened) to its first answer. A later
+    acknowledgement, after an ack timeout started the ladder again, is not counted again."""
+    observe(session, Observed.PAGE_ACK, (now - escalation.opened_at).total_seconds())
 
 
 def _open(session: Session, escalation_id: int) -> Escalation:

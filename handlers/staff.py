@@ -27,8 +27,10 @@ from bot.domain import (
     ConversationStatus,
     Direction,
     IntakeCategory,
+    Observed,
     StaffRole,
 )
+from bot.storage.after_commit import observe
 from bot.storage.models import Contact, Conversation, ConversationViewer, Staff
 from bot.storage.queries import audit
 from bot.storage.rows import MESSAGES, ConversationRow, insert_row
@@ -109,6 +111,7 @@ class _Target:
     channel: str
     contact_id: int | None
     assigned_to: int | None
+    opened_at: datetime
     first_staff_reply_at: datetime | None
     address_enc: str | None  # None once the contact erased it
     address_hash: str | None
@@ -123,7 +126,7 @@ def _load(session: Session, number: int) -> _Target:
     c = Conversation
     found = session.execute(
         select(*ConversationRow.columns(), c.channel, c.contact_id, c.assigned_to,
-               c.first_staff_reply_at, Contact.address_enc.label("address_enc"),
+               c.opened_at, c.first_staff_reply_at, Contact.address_enc.label("address_enc"),
                Contact.address_hash.label("address_hash"),
                Contact.opted_out.label("opted_out"))
         .outerjoin(Contact, Contact.id == c.contact_id)
@@ -134,8 +137,8 @@ def _load(session: Session, number: int) -> _Target:
         raise ConversationNotFound(number)
     row = ConversationRow(**{col.name: found[col.name] for col in ConversationRow.columns()})
     return _Target(row, found["channel"], found["contact_id"], found["assigned_to"],
-                   found["first_staff_reply_at"], found["address_enc"], found["address_hash"],
-                   bool(found["opted_out"]))
+                   found["opened_at"], found["first_staff_reply_at"], found["address_enc"],
+                   found["address_hash"], bool(found["opted_out"]))
 
 
 def _audit(session: Session, now: datetime, me: SignedIn, action: str, number: int,
@@ -301,6 +304,8 @@ def reply(session: Session, deps: StaffDeps, number: int, me: SignedIn, text: st
     values: dict[str, Any] = {"awaiting_since": None}  # answered: off the waiting clock
     if target.first_staff_reply_at is None:
         values["first_staff_reply_at"] = now
+        observe(session, Observed.FIRST_STAFF_REPLY,
+                (now - target.opened_at).total_seconds(), channel=target.channel)
     session.execute(update(Conversation).where(Conversation.id == number).values(**values))
     detail = f"channel={target.channel}"
     if needed:

@@ -241,6 +241,32 @@ def test_check_config_reports_rota_gaps(tmp_path: Path) -> None:
     assert "alice" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("allow", "env_changes", "warning"),
+    [
+        pytest.param("[]", {}, "warning: [metrics] allow is empty and TRIAGE_METRICS_TOKEN is "
+                     "not set: nothing can read /metrics", id="nobody-can-scrape"),
+        pytest.param('["0.0.0.0/0"]', {"TRIAGE_METRICS_TOKEN": "cli-metrics-token-0123"},
+                     "warning: [metrics] allow lets every address read /metrics", id="everyone"),
+        pytest.param("[]", {"TRIAGE_METRICS_TOKEN": "cli-metrics-token-0123"}, None,
+                     id="token-only"),
+    ],
+)
+def test_check_config_warns_when_metrics_access_looks_wrong(
+        tmp_path: Path, allow: str, env_changes: dict[str, str], warning: str | None) -> None:
+    config = write_config(tmp_path)
+    config.write_text(replace_line(config.read_text(), 'allow = ["127.0.0.1/32", "::1/128"]',
+                                   f"allow = {allow}"))
+
+    result = bot(tmp_path, "check-config", "--config", str(config), env=cli_env(**env_changes))
+
+    assert_ok(result)
+    metrics_lines = [line for line in result.stderr.splitlines() if "[metrics]" in line]
+    assert len(metrics_lines) == (0 if warning is None else 1)
+    assert all(line.startswith(str(warning)) for line in metrics_lines)
+    assert "cli-metrics-token" not in result.stdout + result.stderr
+
+
 # --- db upgrade ------------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ SECRETS = {
     "TRIAGE_TELEGRAM_TOKEN": "123456:telegram-token-SEEKRIT-4712",
     "TRIAGE_TELEGRAM_WEBHOOK_SECRET": "webhook-secret-SEEKRIT-4713",
     "TRIAGE_SESSION_SECRET": "session-secret-SEEKRIT-4714",
+    "TRIAGE_METRICS_TOKEN": "metrics-token-SEEKRIT-4715",
 }
 HOTLINE = "1-888-373-7888"
 FIRST_REPLY_MAX_CHARS = 459  # 3 GSM-7 segments of 153
@@ -152,6 +153,18 @@ def test_database_url_defaults_to_sqlite_file() -> None:
         pytest.param(reply("en", "greeting", "Hello."), ENVIRON, "replies.en.greeting",
                      id="unknown-template"),
         pytest.param({"server": 5}, ENVIRON, "server", id="table-not-a-table"),
+        pytest.param({"metrics": {"enabled": "yes"}}, ENVIRON, "metrics.enabled",
+                     id="metrics-enabled-not-a-bool"),
+        pytest.param({"metrics": {"allow": ["10.0.0.0/33"]}}, ENVIRON, "metrics.allow",
+                     id="metrics-allow-bad-network"),
+        pytest.param({"metrics": {"allow": "127.0.0.1"}}, ENVIRON, "metrics.allow",
+                     id="metrics-allow-not-a-list"),
+        pytest.param({"metrics": {"alow": []}}, ENVIRON, "metrics.alow",
+                     id="metrics-unknown-key"),
+        pytest.param({}, {**ENVIRON, "TRIAGE_METRICS_TOKEN": "short"}, "TRIAGE_METRICS_TOKEN",
+                     id="metrics-token-too-short"),
+        pytest.param({}, {**ENVIRON, "TRIAGE_METRICS_TOKEN": "has a space in the middle"},
+                     "TRIAGE_METRICS_TOKEN", id="metrics-token-with-space"),
     ],
 )
 def test_bad_value_error_starts_with_its_key(
@@ -300,7 +313,8 @@ def test_secrets_never_show(show: Any) -> None:
 
 
 SECRET_NAMES = ("TRIAGE_SMS_AUTH_TOKEN", "TRIAGE_TELEGRAM_TOKEN",
-                "TRIAGE_TELEGRAM_WEBHOOK_SECRET", "TRIAGE_SESSION_SECRET", "TRIAGE_ENCRYPTION_KEY")
+                "TRIAGE_TELEGRAM_WEBHOOK_SECRET", "TRIAGE_SESSION_SECRET", "TRIAGE_ENCRYPTION_KEY",
+                "TRIAGE_METRICS_TOKEN")
 
 
 @pytest.mark.parametrize("name", SECRET_NAMES)
@@ -383,3 +397,14 @@ def test_a_bad_holiday_list_names_its_key(env, holidays):
     with pytest.raises(ConfigError) as caught:
         env.settings(hours={"holidays": holidays})
     assert caught.value.key.startswith("hours.holidays")
+
+
+def test_metrics_are_on_for_loopback_only_by_default() -> None:
+    loaded = settings()
+    assert loaded.metrics.enabled is True
+    assert [str(n) for n in loaded.metrics.allow] == ["127.0.0.1/32", "::1/128"]
+    assert not loaded.metrics.token
+    on = settings({"metrics": {"allow": ["10.0.0.0/8", "192.0.2.7"]}},
+                  {**ENVIRON, "TRIAGE_METRICS_TOKEN": "a.b~c+d/e-f_0123456789=="})
+    assert [str(n) for n in on.metrics.allow] == ["10.0.0.0/8", "192.0.2.7/32"]
+    assert on.metrics.token.reveal() == "a.b~c+d/e-f_0123456789=="

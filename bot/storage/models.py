@@ -77,6 +77,8 @@ class Conversation(Base):
         Index("ix_conversations_queue", "status", "priority", "opened_at"),
         Index("ix_conversations_assigned", "assigned_to", "status"),
         Index("ix_conversations_contact", "contact_id", "id"),
+        # Covers the scrape's "contacts waiting, by channel, and since when" (storage/figures).
+        Index("ix_conversations_waiting", "status", "channel", "awaiting_since"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

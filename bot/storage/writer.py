@@ -55,7 +55,7 @@ class _Job:
     unit: Unit[Any]
     future: asyncio.Future[Any]
     notify: bool
-    notes: list[after_commit.Note] = field(default_factory=list)  # logged after commit
+    notes: list[after_commit.Entry] = field(default_factory=list)  # made after commit
     withdrawn: bool = False  # the caller gave up before the batch was sealed
     sealed: bool = False  # the batch is committing with this unit in it
     ran: bool = False  # the unit ran in the current attempt at the batch
@@ -100,6 +100,8 @@ class Writer:
         )
         self._thread: ThreadPoolExecutor | None = None
         self.on_commit = on_commit  # wired to the commit fan-out (bot.notify)
+        # Takes the metric observations of units that committed (bot.metrics); None: off.
+        self.observer: after_commit.Observer | None = None
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -203,7 +205,7 @@ class Writer:
             if job.error is not None:
                 job.future.set_exception(job.error)
             else:
-                after_commit.write(job.notes)
+                after_commit.write(job.notes, self.observer)
                 job.future.set_result(job.result)
         if any(job.notify and job.sealed and job.error is None for job in batch):
             self.on_commit()
@@ -249,7 +251,7 @@ class Writer:
         if job.error is not None:
             job.future.set_exception(job.error)
             return
-        after_commit.write(job.notes)
+        after_commit.write(job.notes, self.observer)
         job.future.set_result(job.result)
         if job.notify:
             self.on_commit()

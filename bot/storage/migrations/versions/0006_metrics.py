@@ -1,0 +1,26 @@
+"""an index for /metrics: contacts waiting, by channel, and since when
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-03 10:00:00
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("conversations") as batch_op:
+        batch_op.create_index("ix_conversations_waiting",
+                              ["status", "channel", "awaiting_since"], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("conversations") as batch_op:
+        batch_op.drop_index("ix_conversations_waiting")
