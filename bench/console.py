@@ -218,6 +218,18 @@ def working_copy(source: Seeded, workdir: Path) -> None:
             shutil.copyfile(origin, workdir / f"triage.db{suffix}")
 
 
+async def cli(key: str, stdin: str, *args: str) -> None:
+    """`python -m bot ARGS`, with `stdin` as its input."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT,
+        env={**os.environ, **secrets_env(key)},
+    )
+    out, _ = await proc.communicate(stdin.encode())
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:2])} failed: {out.decode(errors='replace')}")
+
+
 async def add_accounts(workdir: Path, key: str, browsers: int) -> None:
     """The reader through the command line, as an admin would; the browsers' accounts with
     the same handler the command line calls, in one transaction (one process start, not 50).
@@ -227,15 +239,10 @@ async def add_accounts(workdir: Path, key: str, browsers: int) -> None:
     database = f'url = "sqlite+aiosqlite:///{workdir / "triage.db"}"'
     config.write_text(re.sub(r"^url = .*$", database, example, count=1, flags=re.MULTILINE),
                       encoding="utf-8")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "staff", "add", READER, "--role", "staff",
-        "--config", str(config), stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT,
-        env={**os.environ, **secrets_env(key)},
-    )
-    out, _ = await proc.communicate((PASSWORD + "\n").encode())
-    if proc.returncode != 0:
-        raise RuntimeError(f"staff add failed: {out.decode(errors='replace')}")
+    # A database seeded by an older checkout is brought up to date, as an operator would.
+    await cli(key, "", "db", "upgrade", "--config", str(config))
+    await cli(key, PASSWORD + "\n", "staff", "add", READER, "--role", "staff",
+              "--config", str(config))
     cipher = Cipher.from_env_value(key)
     password_hash = staff_admin.new_password_hash(PASSWORD)
     now = START_NOW

@@ -9,9 +9,12 @@ from sqlalchemy.orm import Session
 
 from bot.console.deps import deps, me
 from bot.console.pages import render
-from bot.storage.views import QueueCounts, QueueRow, Tab, queue, queue_counts
+from bot.console.shared import SharedReads
+from bot.storage.views import QUEUE_LIMIT, OpenCounts, QueuePage, Tab, open_counts, queue
 
 routes = web.RouteTableDef()
+# Every open queue page refetches its rows when anything changes: they share the reads.
+QUEUE_READS = web.AppKey("console_queue_reads", SharedReads)
 TAB_LABELS = {
     Tab.WAITING: "Waiting",
     Tab.MINE: "Mine",
@@ -28,8 +31,8 @@ def _tab(request: web.Request) -> Tab:
         raise web.HTTPBadRequest(text="No such tab.") from None
 
 
-def _number(request: web.Request) -> int | None:
-    raw = request.query.get("number", "").strip().lstrip("#")
+def _number(request: web.Request, name: str = "number") -> int | None:
+    raw = request.query.get(name, "").strip().lstrip("#")
     if not raw:
         return None
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
@@ -40,17 +43,21 @@ def _number(request: web.Request) -> int | None:
 async def _rows(request: web.Request) -> dict[str, object]:
     d = deps(request)
     signed_in = me(request)
-    tab, number = _tab(request), _number(request)
-    now = d.clock()
+    tab, number, after = _tab(request), _number(request), _number(request, "after")
+    # The tab's rows are the same for everyone but on "Mine".
+    staff_id = signed_in.staff_id if tab is Tab.MINE else 0
     quiet = timedelta(hours=d.settings.privacy.quiet_window_hours)
 
-    def read(session: Session) -> tuple[list[QueueRow], QueueCounts]:
-        rows = queue(session, tab, signed_in.staff_id, now, quiet, number)
-        return rows, queue_counts(session, signed_in.staff_id)
+    def read(session: Session) -> tuple[QueuePage, OpenCounts]:
+        now = d.clock()
+        return (queue(session, tab, staff_id, now, quiet, number, after),
+                open_counts(session))
 
-    rows, counts = await d.reader.run(read)
-    return {"tab": tab, "rows": rows, "counts": counts, "number": number,
-            "tabs": TAB_LABELS}
+    page, counts = await request.config_dict[QUEUE_READS].read(
+        (tab, staff_id, number, after), lambda: d.reader.run(read))
+    return {"tab": tab, "rows": page.rows, "next_after": page.after, "after": after,
+            "page_size": QUEUE_LIMIT, "counts": counts.of(signed_in.staff_id),
+            "number": number, "tabs": TAB_LABELS}
 
 
 @routes.get("")

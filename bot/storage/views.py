@@ -10,8 +10,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session, aliased
 
 from bot.domain import Channel, ConversationStatus, Direction, EscalationStatus, OutboxKind
@@ -30,7 +31,7 @@ from bot.storage.models import (
     WebSession,
 )
 
-QUEUE_LIMIT = 200  # rows on one queue tab; older waiting conversations are counted, not shown
+QUEUE_LIMIT = 200  # rows on one page of a queue tab
 VIEWING_FRESH = timedelta(seconds=75)  # a viewer's page refreshes its presence every 30 s
 
 
@@ -70,70 +71,132 @@ class QueueCounts:
     emergencies: int
 
 
-def queue_counts(session: Session, staff_id: int) -> QueueCounts:
+@dataclass(frozen=True)
+class OpenCounts:
+    """The open conversations counted once for everyone: a page picks its own "mine"."""
+
+    waiting: int
+    open: int
+    emergencies: int
+    by_staff: dict[int, int]  # claimed, by whom
+
+    def of(self, staff_id: int) -> QueueCounts:
+        return QueueCounts(self.waiting, self.by_staff.get(staff_id, 0), self.open,
+                           self.emergencies)
+
+
+def open_counts(session: Session) -> OpenCounts:
     c = Conversation
-    row = session.execute(
-        select(
-            func.count().filter(c.assigned_to.is_(None)),
-            func.count().filter(c.assigned_to == staff_id),
-            func.count(),
-            func.count().filter(c.emergency.is_(True)),
-        ).where(c.status == ConversationStatus.OPEN)
-    ).one()
-    return QueueCounts(*(int(n) for n in row))
+    rows = session.execute(
+        select(c.assigned_to, func.count(), func.count().filter(c.emergency.is_(True)))
+        .where(c.status == ConversationStatus.OPEN)
+        .group_by(c.assigned_to)
+    ).all()
+    by_staff = {staff: int(n) for staff, n, _ in rows if staff is not None}
+    return OpenCounts(
+        waiting=sum(int(n) for staff, n, _ in rows if staff is None),
+        open=sum(int(n) for _, n, _ in rows),
+        emergencies=sum(int(e) for _, _, e in rows),
+        by_staff=by_staff,
+    )
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    rows: list[QueueRow]
+    after: int | None  # more follow: the number the next page starts after (?after=)
 
 
 def queue(
     session: Session, tab: Tab, staff_id: int, now: datetime, quiet_window: timedelta,
-    number: int | None = None,
-) -> list[QueueRow]:
-    """One tab of the queue, in the order staff work it: emergencies first, then higher
-    priority, then whoever has waited longest."""
+    number: int | None = None, after: int | None = None,
+) -> QueuePage:
+    """One page of a tab of the queue, in the order staff work it: emergencies first, then
+    higher priority, then whoever has waited longest (closed ones: the latest closed first).
+
+    Pages are keyset, not OFFSET: the next page starts after the conversation `after` (the
+    last one shown), where it now sorts, so a deep page costs what the first does. First
+    the page's numbers, from the queue's covering index and sorted on its narrow entries;
+    then only those rows are read, with their contact and claimer."""
     c = Conversation
+    if tab is Tab.CLOSED:
+        where = [c.status == ConversationStatus.CLOSED]
+        if number is not None:
+            where.append(c.id == number)
+        order: tuple[ColumnElement[Any], ...] = (c.closed_at.desc(), c.id.desc())
+    else:
+        where = [c.status == ConversationStatus.OPEN]
+        if tab is Tab.WAITING:
+            where.append(c.assigned_to.is_(None))
+        elif tab is Tab.MINE:
+            where.append(c.assigned_to == staff_id)
+        elif tab is Tab.EMERGENCIES:
+            where.append(c.emergency.is_(True))
+        order = (c.emergency.desc(), c.priority.desc(), _waiting(), c.id)
+    if after is not None:
+        where.append(_after(session, tab, after))
+    numbers = list(session.scalars(
+        select(c.id).where(*where).order_by(*order).limit(QUEUE_LIMIT + 1)
+    ))
+    more = len(numbers) > QUEUE_LIMIT
+    numbers = numbers[:QUEUE_LIMIT]
     claimer = aliased(Staff)
-    waiting = func.coalesce(c.awaiting_since, c.opened_at)
-    query = (
-        select(c, Contact.language, Contact.opted_out, claimer.username)
+    found = {row[0]: row for row in session.execute(
+        select(c.id, c.channel, c.intake_category, c.emergency, c.priority, c.status,
+               c.awaiting_since, c.last_inbound_at, c.safe_to_text, c.closed_at, c.outcome,
+               Contact.language, Contact.opted_out, claimer.username)
         .outerjoin(Contact, Contact.id == c.contact_id)
         .outerjoin(claimer, claimer.id == c.assigned_to)
-    )
+        .where(c.id.in_(numbers))
+    )} if numbers else {}
+    viewers = _viewers(session, numbers, now)
+    rows = []
+    for n in numbers:
+        if n not in found:
+            continue  # gone between the two reads (erased just now)
+        # Unpacked, not read by name: a few hundred rows, and by-name access cost more than
+        # the query.
+        (number, channel, category, emergency, priority, status, waiting_since,
+         last_inbound_at, safe_to_text, closed_at, outcome, language, opted_out,
+         claimed_by) = found[n]
+        rows.append(QueueRow(
+            number=number, channel=channel, category=category, language=language or "en",
+            emergency=emergency, priority=priority, status=status,
+            waiting_since=waiting_since, last_inbound_at=last_inbound_at,
+            opted_out=bool(opted_out), not_safe=safe_to_text is False,
+            quiet=now - last_inbound_at > quiet_window, claimed_by=claimed_by,
+            viewers=viewers.get(number, ()), closed_at=closed_at, outcome=outcome,
+        ))
+    return QueuePage(rows, numbers[-1] if more else None)
+
+
+def _waiting() -> ColumnElement[datetime]:
+    c = Conversation
+    return func.coalesce(c.awaiting_since, c.opened_at)
+
+
+def _after(session: Session, tab: Tab, number: int) -> ColumnElement[bool]:
+    """The rows that sort after conversation `number` in `tab`'s order."""
+    c = Conversation
     if tab is Tab.CLOSED:
-        query = query.where(c.status == ConversationStatus.CLOSED)
-        if number is not None:
-            query = query.where(c.id == number)
-        query = query.order_by(c.closed_at.desc(), c.id.desc())
-    else:
-        query = query.where(c.status == ConversationStatus.OPEN)
-        if tab is Tab.WAITING:
-            query = query.where(c.assigned_to.is_(None))
-        elif tab is Tab.MINE:
-            query = query.where(c.assigned_to == staff_id)
-        elif tab is Tab.EMERGENCIES:
-            query = query.where(c.emergency.is_(True))
-        query = query.order_by(c.emergency.desc(), c.priority.desc(), waiting, c.id)
-    found = session.execute(query.limit(QUEUE_LIMIT)).all()
-    viewers = _viewers(session, [row[0].id for row in found], now)
-    return [
-        QueueRow(
-            number=conv.id,
-            channel=conv.channel,
-            category=conv.intake_category,
-            language=language or "en",
-            emergency=conv.emergency,
-            priority=conv.priority,
-            status=conv.status,
-            waiting_since=conv.awaiting_since,
-            last_inbound_at=conv.last_inbound_at,
-            opted_out=bool(opted_out),
-            not_safe=conv.safe_to_text is False,
-            quiet=now - conv.last_inbound_at > quiet_window,
-            claimed_by=claimed_by,
-            viewers=viewers.get(conv.id, ()),
-            closed_at=conv.closed_at,
-            outcome=conv.outcome,
-        )
-        for conv, language, opted_out, claimed_by in found
-    ]
+        anchor = session.execute(select(c.closed_at, c.id).where(c.id == number)).first()
+        if anchor is None or anchor.closed_at is None:
+            return c.id < number
+        return tuple_(c.closed_at, c.id) < tuple_(anchor.closed_at, anchor.id)
+    anchor = session.execute(
+        select(c.emergency, c.priority, _waiting().label("waiting"), c.id).where(c.id == number)
+    ).first()
+    if anchor is None:
+        return c.id > number
+    emergency, priority, waiting = (c.emergency.is_(bool(anchor.emergency)),
+                                    c.priority == anchor.priority, _waiting())
+    # emergency DESC, priority DESC, waiting, id: a mixed order, so spelled out.
+    return or_(
+        c.emergency.is_(False) if anchor.emergency else false(),
+        and_(emergency, c.priority < anchor.priority),
+        and_(emergency, priority, waiting > anchor.waiting),
+        and_(emergency, priority, waiting == anchor.waiting, c.id > anchor.id),
+    )
 
 
 def _viewers(session: Session, numbers: list[int], now: datetime) -> dict[int, tuple[str, ...]]:
@@ -437,7 +500,10 @@ def audit_log(session: Session, user: str | None = None, conversation: int | Non
 
 # --- one conversation -------------------------------------------------------------------------
 
-HISTORY_LIMIT = 1000  # the newest messages shown on a conversation page; older ones counted
+# Messages on one page of a conversation, the newest first; older ones a page at a time
+# (keyset, by message id), so a conversation thousands of messages long opens as fast as a
+# short one.
+HISTORY_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -551,18 +617,20 @@ class History:
     earlier: int  # older messages not shown
 
 
-def history(session: Session, number: int, limit: int = HISTORY_LIMIT) -> History:
-    """The conversation's messages and notes in order, each outbound one with how far its
-    delivery got."""
+def history(session: Session, number: int, limit: int = HISTORY_LIMIT,
+            before: int | None = None) -> History:
+    """The conversation's newest messages and notes (or those before message `before`),
+    oldest first, each outbound one with how far its delivery got."""
     author = aliased(Staff)
-    newest_first = session.execute(
+    query = (
         select(Message.id, Message.direction, Message.body_enc, Message.created_at,
                Message.media_count, Message.automatic, author.username)
         .outerjoin(author, author.id == Message.author_staff_id)
         .where(Message.conversation_id == number)
-        .order_by(Message.id.desc())
-        .limit(limit)
-    ).all()
+    )
+    if before is not None:
+        query = query.where(Message.id < before)
+    newest_first = session.execute(query.order_by(Message.id.desc()).limit(limit)).all()
     rows = list(reversed(newest_first))
     outbound = [r.id for r in rows if r.direction == Direction.OUTBOUND]
     delivery: dict[int, str] = {}
