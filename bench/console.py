@@ -44,7 +44,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.cookies import SimpleCookie
@@ -335,8 +335,11 @@ class Timings:
     client_ms: list[float] = field(default_factory=list)
     errors: int = 0
     by_path: dict[str, list[float]] = field(default_factory=dict)
+    server_cpu_seconds: float = 0.0  # the server process's, over the timed requests
 
     def summary(self) -> dict[str, Any]:
+        paths = sorted(((percentile(v, 50), max(v), k) for k, v in self.by_path.items()),
+                       reverse=True)
         return {
             "requests": len(self.server_ms) + self.errors,
             "errors": self.errors,
@@ -344,9 +347,21 @@ class Timings:
             "p95_ms": round(percentile(self.server_ms, 95), 2),
             "max_ms": round(max(self.server_ms, default=math.nan), 2),
             "client_p95_ms": round(percentile(self.client_ms, 95), 2),
-            "slowest": sorted(((round(max(v), 1), k) for k, v in self.by_path.items()),
-                              reverse=True)[:5],
+            # One request at a time, so this is each request's own CPU (and the service's
+            # background work), which other load on the machine skews least.
+            "server_cpu_ms_per_request": round(
+                1000 * self.server_cpu_seconds / max(1, len(self.server_ms)), 2),
+            "slowest_p50": [(k, round(p50, 1), round(top, 1)) for p50, top, k in paths[:6]],
         }
+
+
+@contextlib.contextmanager
+def server_cpu(pid: int, out: Timings) -> Iterator[None]:
+    before = process_cpu_seconds(pid)
+    try:
+        yield
+    finally:
+        out.server_cpu_seconds += process_cpu_seconds(pid) - before
 
 
 async def timed(browser: Browser, path: str, out: Timings, label: str | None = None) -> str:
@@ -380,7 +395,7 @@ async def queue_paths(browser: Browser) -> list[str]:
     return paths
 
 
-async def measure_renders(browser: Browser, seeded_db: Seeded, requests: int,
+async def measure_renders(browser: Browser, pid: int, seeded_db: Seeded, requests: int,
                           rng: random.Random) -> dict[str, Any]:
     queue = Timings()
     paths = await queue_paths(browser)
@@ -389,21 +404,24 @@ async def measure_renders(browser: Browser, seeded_db: Seeded, requests: int,
     paths += closed
     for path in paths:  # warm: the first request of each kind builds its statements
         await browser.get(path)
-    for i in range(requests):
-        path = paths[i % len(paths)]
-        await timed(browser, path, queue, label=re.sub(r"number=\d+", "number=N", path))
+    with server_cpu(pid, queue):
+        for i in range(requests):
+            path = paths[i % len(paths)]
+            await timed(browser, path, queue, label=re.sub(r"number=\d+", "number=N", path))
     conversations = Timings()
     numbers = [rng.randint(1, seeded_db.conversations) for _ in range(requests)]
     for number in numbers[:10]:
         await browser.get(f"/console/conversations/{number}")
-    for number in numbers:
-        await timed(browser, f"/console/conversations/{number}", conversations,
-                    label="/console/conversations/N")
+    with server_cpu(pid, conversations):
+        for number in numbers:
+            await timed(browser, f"/console/conversations/{number}", conversations,
+                        label="/console/conversations/N")
     return {"queue": queue.summary(), "queue_paths": len(paths),
             "conversation": conversations.summary()}
 
 
-async def measure_longest(browser: Browser, workdir: Path, count: int) -> dict[str, Any]:
+async def measure_longest(browser: Browser, pid: int, workdir: Path,
+                          count: int) -> dict[str, Any]:
     """The longest conversations, apart: a random draw rarely hits one."""
     engine = make_engine(f"sqlite+aiosqlite:///{workdir / 'triage.db'}")
     try:
@@ -416,7 +434,8 @@ async def measure_longest(browser: Browser, workdir: Path, count: int) -> dict[s
     out = Timings()
     for number, _ in rows:
         await browser.get(f"/console/conversations/{number}")
-        await timed(browser, f"/console/conversations/{number}", out)
+        with server_cpu(pid, out):
+            await timed(browser, f"/console/conversations/{number}", out)
     return {**out.summary(), "messages": [n for _, n in rows]}
 
 
@@ -604,8 +623,9 @@ async def bench(opts: Options) -> dict[str, Any]:
                 reader = Browser(server.origin, sessions[0])
                 await reader.sign_in(READER)
                 await claim_some(reader, CLAIMED_BY_READER)
-                renders = await measure_renders(reader, seeded_db, opts.requests, rng)
-                longest = await measure_longest(reader, workdir, opts.longest)
+                renders = await measure_renders(reader, server.pid, seeded_db, opts.requests,
+                                                rng)
+                longest = await measure_longest(reader, server.pid, workdir, opts.longest)
                 live = await measure_live(server, opts.browsers, opts.arrivals,
                                           seeded_db.conversations + 1, sessions[1:])
     finally:
@@ -637,7 +657,8 @@ def report(result: Mapping[str, Any]) -> str:
             if ok is not None else ""
         return (f"{label}: p50 {s['p50_ms']:.1f} ms  p95 {s['p95_ms']:.1f} ms  "
                 f"max {s['max_ms']:.1f} ms server-side  ({s['requests']} requests, "
-                f"{s['errors']} errors; client-side p95 {s['client_p95_ms']:.1f} ms)" + tail)
+                f"{s['errors']} errors; {s['server_cpu_ms_per_request']:.1f} ms server CPU "
+                f"each; client-side p95 {s['client_p95_ms']:.1f} ms)" + tail)
 
     lines = [
         f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, {m['date']}  "
@@ -645,7 +666,8 @@ def report(result: Mapping[str, Any]) -> str:
         f"data: {result['data']['conversations']} conversations, "
         f"{result['data']['messages']} messages (bench/seed.py)",
         render_line("queue pages       ", q, result["queue_pass"]),
-        f"    slowest: {q['slowest']}",
+        "    slowest by p50 (path, p50, max): "
+        + ", ".join(f"{k} {p50:g} {top:g}" for k, p50, top in q["slowest_p50"]),
         render_line("conversation pages", c, result["conversation_pass"]),
         render_line(f"{len(big['messages'])} longest convs  ", big, None)
         + f"  ({min(big['messages'], default=0)}-{max(big['messages'], default=0)} messages)",

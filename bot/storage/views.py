@@ -10,9 +10,20 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, tuple_
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.orm import Session, aliased
 
 from bot.domain import Channel, ConversationStatus, Direction, EscalationStatus, OutboxKind
@@ -28,6 +39,7 @@ from bot.storage.models import (
     OncallOverride,
     Outbox,
     Staff,
+    UTCDateTime,
     WebSession,
 )
 
@@ -115,40 +127,23 @@ def queue(
     higher priority, then whoever has waited longest (closed ones: the latest closed first).
 
     Pages are keyset, not OFFSET: the next page starts after the conversation `after` (the
-    last one shown), where it now sorts, so a deep page costs what the first does. First
-    the page's numbers, from the queue's covering index and sorted on its narrow entries;
-    then only those rows are read, with their contact and claimer."""
-    c = Conversation
-    if tab is Tab.CLOSED:
-        where = [c.status == ConversationStatus.CLOSED]
-        if number is not None:
-            where.append(c.id == number)
-        order: tuple[ColumnElement[Any], ...] = (c.closed_at.desc(), c.id.desc())
-    else:
-        where = [c.status == ConversationStatus.OPEN]
-        if tab is Tab.WAITING:
-            where.append(c.assigned_to.is_(None))
-        elif tab is Tab.MINE:
-            where.append(c.assigned_to == staff_id)
-        elif tab is Tab.EMERGENCIES:
-            where.append(c.emergency.is_(True))
-        order = (c.emergency.desc(), c.priority.desc(), _waiting(), c.id)
+    last one shown), where it now sorts, so a deep page costs what the first does (if that
+    conversation is gone, the tab starts again from the top). First the page's numbers,
+    from the queue's covering index and sorted on its narrow entries; then only those rows
+    are read, with their contact and claimer. The statements are built once per kind of
+    page and run with parameters: building them cost more than running them."""
+    params: dict[str, Any] = {"staff_id": staff_id, "number": number}
+    anchor = None
     if after is not None:
-        where.append(_after(session, tab, after))
+        anchor = session.execute(_anchor_query(tab is Tab.CLOSED), {"number": after}).first()
+        if anchor is not None:
+            params.update(anchor._asdict())
     numbers = list(session.scalars(
-        select(c.id).where(*where).order_by(*order).limit(QUEUE_LIMIT + 1)
-    ))
+        _numbers_query(tab, number is not None, anchor is not None), params))
     more = len(numbers) > QUEUE_LIMIT
     numbers = numbers[:QUEUE_LIMIT]
-    claimer = aliased(Staff)
-    found = {row[0]: row for row in session.execute(
-        select(c.id, c.channel, c.intake_category, c.emergency, c.priority, c.status,
-               c.awaiting_since, c.last_inbound_at, c.safe_to_text, c.closed_at, c.outcome,
-               Contact.language, Contact.opted_out, claimer.username)
-        .outerjoin(Contact, Contact.id == c.contact_id)
-        .outerjoin(claimer, claimer.id == c.assigned_to)
-        .where(c.id.in_(numbers))
-    )} if numbers else {}
+    found = {row[0]: row for row in session.execute(_rows_query(), {"numbers": numbers})} \
+        if numbers else {}
     viewers = _viewers(session, numbers, now)
     rows = []
     for n in numbers:
@@ -156,16 +151,16 @@ def queue(
             continue  # gone between the two reads (erased just now)
         # Unpacked, not read by name: a few hundred rows, and by-name access cost more than
         # the query.
-        (number, channel, category, emergency, priority, status, waiting_since,
+        (number_, channel, category, emergency, priority, status, waiting_since,
          last_inbound_at, safe_to_text, closed_at, outcome, language, opted_out,
          claimed_by) = found[n]
         rows.append(QueueRow(
-            number=number, channel=channel, category=category, language=language or "en",
+            number=number_, channel=channel, category=category, language=language or "en",
             emergency=emergency, priority=priority, status=status,
             waiting_since=waiting_since, last_inbound_at=last_inbound_at,
             opted_out=bool(opted_out), not_safe=safe_to_text is False,
             quiet=now - last_inbound_at > quiet_window, claimed_by=claimed_by,
-            viewers=viewers.get(number, ()), closed_at=closed_at, outcome=outcome,
+            viewers=viewers.get(number_, ()), closed_at=closed_at, outcome=outcome,
         ))
     return QueuePage(rows, numbers[-1] if more else None)
 
@@ -175,44 +170,87 @@ def _waiting() -> ColumnElement[datetime]:
     return func.coalesce(c.awaiting_since, c.opened_at)
 
 
-def _after(session: Session, tab: Tab, number: int) -> ColumnElement[bool]:
-    """The rows that sort after conversation `number` in `tab`'s order."""
+@cache
+def _anchor_query(closed: bool) -> Select[Any]:
+    """Where the conversation a page starts after sorts: its keys in the tab's order."""
+    c = Conversation
+    keys = ((c.closed_at.label("a_closed_at"),) if closed else
+            (c.emergency.label("a_emergency"), c.priority.label("a_priority"),
+             _waiting().label("a_waiting")))
+    return select(*keys, c.id.label("a_id")).where(c.id == bindparam("number"))
+
+
+@cache
+def _numbers_query(tab: Tab, by_number: bool, paged: bool) -> Select[Any]:
     c = Conversation
     if tab is Tab.CLOSED:
-        anchor = session.execute(select(c.closed_at, c.id).where(c.id == number)).first()
-        if anchor is None or anchor.closed_at is None:
-            return c.id < number
-        return tuple_(c.closed_at, c.id) < tuple_(anchor.closed_at, anchor.id)
-    anchor = session.execute(
-        select(c.emergency, c.priority, _waiting().label("waiting"), c.id).where(c.id == number)
-    ).first()
-    if anchor is None:
-        return c.id > number
-    emergency, priority, waiting = (c.emergency.is_(bool(anchor.emergency)),
-                                    c.priority == anchor.priority, _waiting())
-    # emergency DESC, priority DESC, waiting, id: a mixed order, so spelled out.
-    return or_(
-        c.emergency.is_(False) if anchor.emergency else false(),
-        and_(emergency, c.priority < anchor.priority),
-        and_(emergency, priority, waiting > anchor.waiting),
-        and_(emergency, priority, waiting == anchor.waiting, c.id > anchor.id),
+        where = [c.status == ConversationStatus.CLOSED]
+        if by_number:
+            where.append(c.id == bindparam("number"))
+        order: tuple[ColumnElement[Any], ...] = (c.closed_at.desc(), c.id.desc())
+        if paged:
+            where.append(tuple_(c.closed_at, c.id) < tuple_(
+                bindparam("a_closed_at", type_=UTCDateTime), bindparam("a_id")))
+    else:
+        where = [c.status == ConversationStatus.OPEN]
+        if tab is Tab.WAITING:
+            where.append(c.assigned_to.is_(None))
+        elif tab is Tab.MINE:
+            where.append(c.assigned_to == bindparam("staff_id"))
+        elif tab is Tab.EMERGENCIES:
+            where.append(c.emergency.is_(True))
+        order = (c.emergency.desc(), c.priority.desc(), _waiting(), c.id)
+        if paged:
+            emergency = bindparam("a_emergency", type_=Boolean)
+            priority, waiting = bindparam("a_priority"), bindparam("a_waiting",
+                                                                   type_=UTCDateTime)
+            same_emergency, same_priority = c.emergency == emergency, c.priority == priority
+            # emergency DESC, priority DESC, waiting, id: a mixed order, so spelled out.
+            where.append(or_(
+                c.emergency < emergency,
+                and_(same_emergency, c.priority < priority),
+                and_(same_emergency, same_priority, _waiting() > waiting),
+                and_(same_emergency, same_priority, _waiting() == waiting,
+                     c.id > bindparam("a_id")),
+            ))
+    return select(c.id).where(*where).order_by(*order).limit(QUEUE_LIMIT + 1)
+
+
+@cache
+def _rows_query() -> Select[Any]:
+    c = Conversation
+    claimer = aliased(Staff)
+    return (
+        select(c.id, c.channel, c.intake_category, c.emergency, c.priority, c.status,
+               c.awaiting_since, c.last_inbound_at, c.safe_to_text, c.closed_at, c.outcome,
+               Contact.language, Contact.opted_out, claimer.username)
+        .outerjoin(Contact, Contact.id == c.contact_id)
+        .outerjoin(claimer, claimer.id == c.assigned_to)
+        .where(c.id.in_(bindparam("numbers", expanding=True)))
     )
 
 
 def _viewers(session: Session, numbers: list[int], now: datetime) -> dict[int, tuple[str, ...]]:
     if not numbers:
         return {}
-    rows = session.execute(
-        select(ConversationViewer.conversation_id, Staff.username)
-        .join(Staff, Staff.id == ConversationViewer.staff_id)
-        .where(and_(ConversationViewer.conversation_id.in_(numbers),
-                    ConversationViewer.seen_at >= now - VIEWING_FRESH))
-        .order_by(Staff.username)
-    ).all()
+    rows = session.execute(_viewers_query(),
+                           {"numbers": numbers, "fresh_since": now - VIEWING_FRESH}).all()
     found: dict[int, list[str]] = {}
     for number, username in rows:
         found.setdefault(number, []).append(username)
     return {number: tuple(names) for number, names in found.items()}
+
+
+@cache
+def _viewers_query() -> Select[Any]:
+    v = ConversationViewer
+    return (
+        select(v.conversation_id, Staff.username)
+        .join(Staff, Staff.id == v.staff_id)
+        .where(v.conversation_id.in_(bindparam("numbers", expanding=True)),
+               v.seen_at >= bindparam("fresh_since", type_=UTCDateTime))
+        .order_by(Staff.username)
+    )
 
 
 # --- escalations ---------------------------------------------------------------------------
@@ -540,17 +578,16 @@ class ConversationView:
         return self.safe_to_text is False
 
 
-def conversation(
-    session: Session, number: int, now: datetime, quiet_window: timedelta,
-    web_idle: timedelta = timedelta(minutes=30),
-) -> ConversationView | None:
+@cache
+def _conversation_query() -> Select[Any]:
+    # Built once, run with parameters: building it cost more than running it.
     c = Conversation
     claimer = aliased(Staff)
     later = aliased(Conversation)
     open_escalation = (
         select(Escalation.id)
         .where(Escalation.conversation_id == c.id,
-               Escalation.status != EscalationStatus.RESOLVED)
+               Escalation.status != bindparam("resolved"))
         .order_by(Escalation.id)
         .limit(1)
         .scalar_subquery()
@@ -560,15 +597,25 @@ def conversation(
         .where(later.contact_id == c.contact_id, later.id > c.id)
         .scalar_subquery()
     )
-    chat_open = and_(WebSession.ended_at.is_(None), WebSession.last_seen_at >= now - web_idle)
-    found = session.execute(
+    chat_open = and_(WebSession.ended_at.is_(None),
+                     WebSession.last_seen_at >= bindparam("chat_since", type_=UTCDateTime))
+    return (
         select(c, Contact.language, Contact.opted_out, Contact.address_enc.is_not(None),
                claimer.username, open_escalation, newer, func.coalesce(chat_open, False))
         .outerjoin(Contact, Contact.id == c.contact_id)
         .outerjoin(claimer, claimer.id == c.assigned_to)
         .outerjoin(WebSession, WebSession.address_hash == Contact.address_hash)
-        .where(c.id == number)
-    ).first()
+        .where(c.id == bindparam("number"))
+    )
+
+
+def conversation(
+    session: Session, number: int, now: datetime, quiet_window: timedelta,
+    web_idle: timedelta = timedelta(minutes=30),
+) -> ConversationView | None:
+    found = session.execute(_conversation_query(), {
+        "number": number, "resolved": EscalationStatus.RESOLVED, "chat_since": now - web_idle,
+    }).first()
     if found is None:
         return None
     (conv, language, opted_out, has_address, claimed_by, escalation_id, newer_id,
@@ -617,20 +664,26 @@ class History:
     earlier: int  # older messages not shown
 
 
-def history(session: Session, number: int, limit: int = HISTORY_LIMIT,
-            before: int | None = None) -> History:
-    """The conversation's newest messages and notes (or those before message `before`),
-    oldest first, each outbound one with how far its delivery got."""
+@cache
+def _history_query(older: bool) -> Select[Any]:
     author = aliased(Staff)
     query = (
         select(Message.id, Message.direction, Message.body_enc, Message.created_at,
                Message.media_count, Message.automatic, author.username)
         .outerjoin(author, author.id == Message.author_staff_id)
-        .where(Message.conversation_id == number)
+        .where(Message.conversation_id == bindparam("number"))
     )
-    if before is not None:
-        query = query.where(Message.id < before)
-    newest_first = session.execute(query.order_by(Message.id.desc()).limit(limit)).all()
+    if older:
+        query = query.where(Message.id < bindparam("before"))
+    return query.order_by(Message.id.desc()).limit(bindparam("limit"))
+
+
+def history(session: Session, number: int, limit: int = HISTORY_LIMIT,
+            before: int | None = None) -> History:
+    """The conversation's newest messages and notes (or those before message `before`),
+    oldest first, each outbound one with how far its delivery got."""
+    newest_first = session.execute(_history_query(before is not None),
+                                   {"number": number, "before": before, "limit": limit}).all()
     rows = list(reversed(newest_first))
     outbound = [r.id for r in rows if r.direction == Direction.OUTBOUND]
     delivery: dict[int, str] = {}
