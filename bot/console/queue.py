@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
+import aiohttp_jinja2
 from aiohttp import web
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from bot.console.deps import deps, me
@@ -40,6 +43,12 @@ def _number(request: web.Request, name: str = "number") -> int | None:
     return int(raw)
 
 
+@dataclass(frozen=True)
+class _Shared:
+    table: Markup  # the rows, rendered: the same for everyone on this tab right now
+    counts: OpenCounts
+
+
 async def _rows(request: web.Request) -> dict[str, object]:
     d = deps(request)
     signed_in = me(request)
@@ -53,11 +62,19 @@ async def _rows(request: web.Request) -> dict[str, object]:
         return (queue(session, tab, staff_id, now, quiet, number, after),
                 open_counts(session))
 
-    page, counts = await request.config_dict[QUEUE_READS].read(
-        (tab, staff_id, number, after), lambda: d.reader.run(read))
-    return {"tab": tab, "rows": page.rows, "next_after": page.after, "after": after,
-            "page_size": QUEUE_LIMIT, "counts": counts.of(signed_in.staff_id),
-            "number": number, "tabs": TAB_LABELS}
+    async def shared() -> _Shared:
+        page, counts = await d.reader.run(read)
+        # Rendered once for everyone who asked: it shows nothing of who is looking.
+        table = aiohttp_jinja2.render_string("queue_table.html", request, {
+            "tab": tab, "rows": page.rows, "next_after": page.after, "after": after,
+            "page_size": QUEUE_LIMIT, "number": number,
+        })
+        return _Shared(Markup(table), counts)  # noqa: S704 - our own autoescaped template
+
+    found = await request.config_dict[QUEUE_READS].read((tab, staff_id, number, after), shared)
+    return {"tab": tab, "table": found.table, "after": after,
+            "counts": found.counts.of(signed_in.staff_id), "number": number,
+            "tabs": TAB_LABELS}
 
 
 @routes.get("")
