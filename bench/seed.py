@@ -45,7 +45,7 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -258,7 +258,6 @@ class ConversationPlan:
     category: str | None = None
     safe: bool | None = None
     outcome: str | None = None
-    events: list[tuple[float, str, str]] = field(default_factory=list)  # (at, action, detail)
 
 
 def _counts(rng: random.Random, conversations: int, messages: int) -> list[int]:
@@ -410,7 +409,7 @@ def messages_of(rng: random.Random, conv: ConversationPlan) -> list[tuple[float,
 # --- writing ------------------------------------------------------------------------------------
 
 
-class Writer:
+class BulkInsert:
     """Rows into one table, CHUNK at a time, each chunk its own executemany."""
 
     def __init__(self, conn: Connection, model: Any) -> None:
@@ -460,8 +459,8 @@ class Filler:
     def commit(self) -> None:
         self.conn.commit()
 
-    # staff, canned replies
     def staff(self) -> None:
+        """The staff the conversations were worked by, and a few canned replies."""
         # Accounts nobody can sign in to: a random password, hashed once for them all.
         unusable = hash_password(secrets.token_urlsafe(24))
         rows = []
@@ -496,8 +495,8 @@ class Filler:
         last_seen: dict[int, float] = {}
         for conv in convs:
             last_seen[conv.contact.id] = max(last_seen.get(conv.contact.id, 0.0), conv.last)
-        out = Writer(self.conn, Contact)
-        web = Writer(self.conn, WebSession)
+        out = BulkInsert(self.conn, Contact)
+        web = BulkInsert(self.conn, WebSession)
         for c in contacts:
             address_hash = self.cipher.address_hash(c.channel, c.address)
             created = self.at(c.created)
@@ -515,7 +514,7 @@ class Filler:
         web.flush()
 
     def conversations(self, convs: list[ConversationPlan]) -> None:
-        out = Writer(self.conn, Conversation)
+        out = BulkInsert(self.conn, Conversation)
         for c in convs:
             staff = self.staff_ids[c.staff] if c.staff is not None else None
             out.add(
@@ -537,8 +536,9 @@ class Filler:
             )
         out.flush()
 
-    def escalations(self, convs: list[ConversationPlan], audit: Writer, outbox: Writer) -> int:
-        out = Writer(self.conn, Escalation)
+    def escalations(self, convs: list[ConversationPlan], audit: BulkInsert,
+                    outbox: BulkInsert) -> int:
+        out = BulkInsert(self.conn, Escalation)
         number = 0
         for c in convs:
             if c.escalation is None:
@@ -586,7 +586,7 @@ class Filler:
         out.flush()
         return number
 
-    def _audit(self, audit: Writer, at: datetime, action: str, target_type: str,
+    def _audit(self, audit: BulkInsert, at: datetime, action: str, target_type: str,
                target_id: int | None, actor: str = "system", actor_staff_id: int | None = None,
                detail: str = "") -> None:
         audit.add(at=at, actor=actor, actor_staff_id=actor_staff_id, action=action,
@@ -598,7 +598,7 @@ class Filler:
             return f"SM{self.provider_seq:032x}"
         return str(self.provider_seq)
 
-    def _settled(self, outbox: Writer, at: datetime, **row: Any) -> None:
+    def _settled(self, outbox: BulkInsert, at: datetime, **row: Any) -> None:
         """An outbox row as the worker leaves it: sent, address and body dropped."""
         roll = self.rng.random()
         status, error = ((OutboxStatus.FAILED, "undelivered:30003") if roll < 0.02
@@ -611,10 +611,10 @@ class Filler:
                    created_at=at, sent_at=sent, updated_at=sent + timedelta(seconds=2))
 
     def messages(self, convs: list[ConversationPlan], stream: list[tuple[float, int, int, int]],
-                 audit: Writer, outbox: Writer) -> int:
+                 audit: BulkInsert, outbox: BulkInsert) -> int:
         """Every message in time order, with its outbox row, provider event and audit."""
-        out = Writer(self.conn, Message)
-        events = Writer(self.conn, ProviderEvent)
+        out = BulkInsert(self.conn, Message)
+        events = BulkInsert(self.conn, ProviderEvent)
         hashes = {c.id: self.cipher.address_hash(c.channel, c.address)
                   for c in {conv.contact.id: conv.contact for conv in convs}.values()}
         body_rng = random.Random()
@@ -670,7 +670,7 @@ class Filler:
             return _long_text(rng, lines, rng.randint(2, 5))
         return rng.choice(lines)
 
-    def conversation_audit(self, convs: list[ConversationPlan], audit: Writer) -> None:
+    def conversation_audit(self, convs: list[ConversationPlan], audit: BulkInsert) -> None:
         """Claims, views and closes, as staff working the queue leave them."""
         for c in convs:
             if c.staff is None:
@@ -717,8 +717,8 @@ def _fill(conn: Connection, cipher: Cipher, conversations: int, messages: int,
     filler.commit()
     filler.conversations(convs)
     filler.commit()
-    audit = Writer(conn, AuditEntry)
-    outbox = Writer(conn, Outbox)
+    audit = BulkInsert(conn, AuditEntry)
+    outbox = BulkInsert(conn, Outbox)
     escalations = filler.escalations(convs, audit, outbox)
     filler.commit()
     written = filler.messages(convs, stream, audit, outbox)
