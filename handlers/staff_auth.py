@@ -20,11 +20,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from bot.crypto import Cipher
@@ -192,22 +193,32 @@ def load_signed_in(
     session: Session, token: str, policy: AuthPolicy, now: datetime
 ) -> SignedIn | Expired | None:
     """The live session a cookie's token opens, or why it no longer does (a read)."""
-    found = session.execute(
-        select(ConsoleSession, Staff)
-        .join(Staff, Staff.id == ConsoleSession.staff_id)
-        .where(ConsoleSession.token_hash == keyed(policy, "session", token),
-               ConsoleSession.ended_at.is_(None))
-    ).first()
+    found = session.execute(_signed_in_query(),
+                            {"token_hash": keyed(policy, "session", token)}).first()
     if found is None:
         return None
-    row, staff = found
-    if staff.disabled:
-        return Expired(row.id, "disabled")
-    if now - row.last_seen_at > policy.idle:
-        return Expired(row.id, "idle")
-    must_enrol = second_factor_required(staff.role, policy) and staff.totp_confirmed_at is None
-    return SignedIn(row.id, staff.id, staff.username, staff.role, row.csrf_token, row.verified,
-                    must_enrol, staff.sound_on, now - row.last_seen_at > TOUCH_AFTER)
+    (session_id, csrf_token, verified, last_seen_at, staff_id, username, role, disabled,
+     enrolled, sound_on) = found
+    if disabled:
+        return Expired(session_id, "disabled")
+    if now - last_seen_at > policy.idle:
+        return Expired(session_id, "idle")
+    must_enrol = second_factor_required(role, policy) and not enrolled
+    return SignedIn(session_id, staff_id, username, role, csrf_token, verified, must_enrol,
+                    sound_on, now - last_seen_at > TOUCH_AFTER)
+
+
+@cache
+def _signed_in_query() -> Select[Any]:
+    # Every console request runs this: built once, and only the columns it needs (never
+    # the password hash or the TOTP secret).
+    s = ConsoleSession
+    return (
+        select(s.id, s.csrf_token, s.verified, s.last_seen_at, Staff.id, Staff.username,
+               Staff.role, Staff.disabled, Staff.totp_confirmed_at.is_not(None), Staff.sound_on)
+        .join(Staff, Staff.id == s.staff_id)
+        .where(s.token_hash == bindparam("token_hash"), s.ended_at.is_(None))
+    )
 
 
 def touch(session: Session, session_id: int, now: datetime) -> None:

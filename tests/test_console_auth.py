@@ -213,6 +213,18 @@ async def test_every_console_answer_carries_the_security_headers(svc, path):
     assert page.headers["X-Content-Type-Options"] == "nosniff"
 
 
+async def test_signed_in_pages_say_how_long_the_server_took_and_sign_in_does_not(svc):
+    await add_staff(svc, "erin")
+    browser = Browser(svc)
+    login = await browser.get("/console/login")
+    assert "Server-Timing" not in login.headers
+    await browser.sign_in("erin")
+    for path in ("/console", "/console/queue/rows?tab=open"):
+        timing = (await browser.get(path)).headers["Server-Timing"]
+        name, _, duration = timing.partition(";dur=")
+        assert name == "app" and float(duration) > 0
+
+
 async def test_session_cookie_is_httponly_strict_and_secure_behind_https(svc):
     await add_staff(svc, "erin")
     browser = Browser(svc)

@@ -24,6 +24,7 @@ from bot.storage.models import (
     Outbox,
     Staff,
 )
+from bot.storage.views import HISTORY_LIMIT
 from tests.conftest import Service
 from tests.console_helpers import Browser, Page, add_staff
 from tests.fixtures import (
@@ -317,6 +318,45 @@ async def test_viewing_a_conversation_is_audited_and_shows_who_else_has_it_open(
     # bob's page had stopped its beat too: each fetch after that counts as a new view.
     assert [r.actor for r in await audit_rows(svc, "conversation_viewed")] == [
         "erin", "bob", "bob", "bob"]
+
+
+async def test_a_long_conversation_opens_on_its_latest_messages_and_pages_back(
+    svc, fake_twilio,
+):
+    number = await contact_writes(svc, fake_twilio, "Hello")
+    cipher = svc.services.cipher
+    now = svc.clock()
+
+    def unit(session: Session) -> None:
+        session.add_all(Message(conversation_id=number, direction=Direction.INBOUND,
+                                body_enc=cipher.encrypt(f"line {i:03d}"), created_at=now)
+                        for i in range(2 * HISTORY_LIMIT + 50))
+
+    await svc.services.writer.run(unit)
+    erin = await staff_browser(svc, "erin")
+    first = None
+    seen: list[str] = []
+    page = await open_page(erin, number)
+    while True:
+        lines = re.findall(r"line \d{3}", page.text)
+        seen = lines + seen
+        if first is None:
+            first = lines
+            fragment = await erin.get(url(number, "history"))
+            assert re.findall(r"line \d{3}", fragment.text) == lines
+        older = re.search(r'href="(/console/conversations/\d+\?before=\d+)#history">'
+                          r"Show the (\d+) before these", page.text)
+        if older is None:
+            break
+        page = await erin.get(older.group(1))
+        assert page.status == 200 and "Back to the latest" in page.text
+        live = re.search(r'data-history="([^"]+)"', page.text).group(1)
+        assert re.findall(r"line \d{3}", (await erin.get(live)).text) == \
+            re.findall(r"line \d{3}", page.text)
+    assert first == [f"line {i:03d}" for i in range(HISTORY_LIMIT + 50, 2 * HISTORY_LIMIT + 50)]
+    assert seen == [f"line {i:03d}" for i in range(2 * HISTORY_LIMIT + 50)]
+    assert "Hello" in page.text and "earlier messages are not shown" not in page.text
+    assert (await erin.get(url(number) + "?before=x")).status == 400
 
 
 async def test_a_conversation_that_does_not_exist_is_a_404_page(svc):

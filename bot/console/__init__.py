@@ -14,6 +14,7 @@ from bot.console.deps import DEPS, ConsoleDeps
 from bot.console.formatting import filters
 from bot.console.pages import ROTA_GAP, RotaGap
 from bot.console.security import MIDDLEWARES
+from bot.console.shared import SharedReads
 
 STATIC = Path(__file__).parent / "static"
 SECTIONS = (auth.routes, queue.routes, conversation.routes, events.routes, escalations.routes,
@@ -24,6 +25,7 @@ def create_console(deps: ConsoleDeps) -> web.Application:
     app = web.Application(middlewares=MIDDLEWARES)
     app[DEPS] = deps
     app[ROTA_GAP] = RotaGap()
+    app[queue.QUEUE_READS] = SharedReads()
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("bot.console", "templates"),

@@ -21,6 +21,7 @@ from bot.console.deps import ConsoleDeps, deps, me
 from bot.console.pages import render
 from bot.domain import IntakeCategory, OutboxStatus
 from bot.storage.views import (
+    HISTORY_LIMIT,
     CannedRow,
     ConversationView,
     History,
@@ -106,20 +107,33 @@ class _Read:
     viewing: tuple[str, ...]
     staff: list[StaffOption]
     canned: list[CannedRow]
+    before: int | None  # a page of older messages
+
+
+def _before(request: web.Request) -> int | None:
+    """?before=: a page of older messages, those before this message id."""
+    raw = request.query.get("before", "") if request.method == "GET" else ""
+    if not raw:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise web.HTTPBadRequest(text="before is a message number, digits only.")
+    return int(raw)
 
 
 async def _read(request: web.Request, number: int) -> _Read | None:
     d = deps(request)
     now = d.clock()
     quiet = timedelta(hours=d.settings.privacy.quiet_window_hours)
+    before = _before(request)
 
     def read(session: Session) -> _Read | None:
         view = conversation(session, number, now, quiet,
                             timedelta(minutes=d.settings.webchat.idle_minutes))
         if view is None:
             return None
-        return _Read(view, history(session, number), viewers(session, number, now),
-                     active_staff(session), canned_for_reply(session, view.language))
+        return _Read(view, history(session, number, before=before),
+                     viewers(session, number, now), active_staff(session),
+                     canned_for_reply(session, view.language), before)
 
     return await d.reader.run(read)
 
@@ -132,6 +146,8 @@ def _context(request: web.Request, found: _Read) -> dict[str, Any]:
         "conv": conv,
         "entries": [Shown(e, d.cipher.decrypt(e.body_enc)) for e in found.history.entries],
         "earlier": found.history.earlier,
+        "before": found.before,
+        "history_page": HISTORY_LIMIT,
         "others": [name for name in found.viewing if name != signed_in.username],
         # Taking it yourself is "claim"; handing it to whoever has it already, nothing.
         "staff_options": [s for s in found.staff

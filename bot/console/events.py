@@ -9,6 +9,7 @@ The stream checks every minute that its session is still open, and ends when it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from aiohttp import web
@@ -25,7 +26,6 @@ RECHECK_PINGS = 4  # the session is read again every fourth ping
 @routes.get("/events")
 @access(Access.STAFF, touches=False)
 async def events(request: web.Request) -> web.StreamResponse:
-    d = deps(request)
     token = request.cookies.get(SESSION_COOKIE, "")
     response = web.StreamResponse(headers={
         **HEADERS,  # set before prepare: the middleware cannot add them to a stream
@@ -33,6 +33,15 @@ async def events(request: web.Request) -> web.StreamResponse:
         "X-Accel-Buffering": "no",  # nginx: do not buffer this response
     })
     await response.prepare(request)
+    # A closed tab is noticed at the next write (aiohttp does not cancel the handler when
+    # the browser goes): the stream then just ends, it is not an error.
+    with contextlib.suppress(ConnectionResetError):
+        await _stream(request, response, token)
+    return response
+
+
+async def _stream(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    d = deps(request)
     await response.write(b"retry: 5000\nevent: ready\ndata: {}\n\n")
     pings = 0
     with d.notifier.stream() as stream:
@@ -42,7 +51,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 pings += 1
                 if pings % RECHECK_PINGS == 0 and not await _still_signed_in(request, token):
                     await response.write(b"event: signed-out\ndata: {}\n\n")
-                    break
+                    return
                 await response.write(b"event: ping\ndata: {}\n\n")
                 continue
             seen = set()
@@ -52,7 +61,6 @@ async def events(request: web.Request) -> web.StreamResponse:
                 seen.add(change)
                 data = json.dumps({"kind": change.kind, "id": change.id})
                 await response.write(f"event: change\ndata: {data}\n\n".encode())
-    return response
 
 
 async def _still_signed_in(request: web.Request, token: str) -> bool:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
+import aiohttp_jinja2
 from aiohttp import web
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from bot.console.deps import deps, me
 from bot.console.pages import render
+from bot.console.shared import SharedReads
 from bot.storage.models import Staff
-from bot.storage.views import QueueCounts, QueueRow, Tab, queue, queue_counts
+from bot.storage.views import QUEUE_LIMIT, OpenCounts, QueuePage, Tab, open_counts, queue
 from handlers.handover import confirm, waiting_for, when_words
 
 routes = web.RouteTableDef()
+# Every open queue page refetches its rows when anything changes: they share the reads.
+QUEUE_READS = web.AppKey("console_queue_reads", SharedReads)
 TAB_LABELS = {
     Tab.WAITING: "Waiting",
     Tab.MINE: "Mine",
@@ -30,8 +36,8 @@ def _tab(request: web.Request) -> Tab:
         raise web.HTTPBadRequest(text="No such tab.") from None
 
 
-def _number(request: web.Request) -> int | None:
-    raw = request.query.get("number", "").strip().lstrip("#")
+def _number(request: web.Request, name: str = "number") -> int | None:
+    raw = request.query.get(name, "").strip().lstrip("#")
     if not raw:
         return None
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
@@ -39,19 +45,37 @@ def _number(request: web.Request) -> int | None:
     return int(raw)
 
 
+@dataclass(frozen=True)
+class _Shared:
+    table: Markup  # the rows, rendered: the same for everyone on this tab right now
+    counts: OpenCounts
+
+
 async def _rows(request: web.Request) -> dict[str, object]:
     d = deps(request)
     signed_in = me(request)
-    tab, number = _tab(request), _number(request)
-    now = d.clock()
+    tab, number, after = _tab(request), _number(request), _number(request, "after")
+    # The tab's rows are the same for everyone but on "Mine".
+    staff_id = signed_in.staff_id if tab is Tab.MINE else 0
     quiet = timedelta(hours=d.settings.privacy.quiet_window_hours)
 
-    def read(session: Session) -> tuple[list[QueueRow], QueueCounts]:
-        rows = queue(session, tab, signed_in.staff_id, now, quiet, number)
-        return rows, queue_counts(session, signed_in.staff_id)
+    def read(session: Session) -> tuple[QueuePage, OpenCounts]:
+        now = d.clock()
+        return (queue(session, tab, staff_id, now, quiet, number, after),
+                open_counts(session))
 
-    rows, counts = await d.reader.run(read)
-    return {"tab": tab, "rows": rows, "counts": counts, "number": number,
+    async def shared() -> _Shared:
+        page, counts = await d.reader.run(read)
+        # Rendered once for everyone who asked: it shows nothing of who is looking.
+        table = aiohttp_jinja2.render_string("queue_table.html", request, {
+            "tab": tab, "rows": page.rows, "next_after": page.after, "after": after,
+            "page_size": QUEUE_LIMIT, "number": number,
+        })
+        return _Shared(Markup(table), counts)  # noqa: S704 - our own autoescaped template
+
+    found = await request.config_dict[QUEUE_READS].read((tab, staff_id, number, after), shared)
+    return {"tab": tab, "table": found.table, "after": after,
+            "counts": found.counts.of(signed_in.staff_id), "number": number,
             "tabs": TAB_LABELS}
 
 

@@ -74,7 +74,12 @@ class Contact(Base):
 class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
-        Index("ix_conversations_queue", "status", "priority", "opened_at"),
+        # Covers the open queue: its order, its filters and its counts come from index
+        # entries alone (storage/views.queue, queue_counts).
+        Index("ix_conversations_queue", "status", "emergency", "priority", "awaiting_since",
+              "opened_at", "assigned_to"),
+        # The closed tab, latest first, a page at a time; and the retention purge.
+        Index("ix_conversations_closed", "status", "closed_at", "id"),
         Index("ix_conversations_assigned", "assigned_to", "status"),
         Index("ix_conversations_contact", "contact_id", "id"),
         # Covers the scrape's "contacts waiting, by channel, and since when" (storage/figures).
@@ -185,7 +190,12 @@ class Outbox(Base):
 
 class Escalation(Base):
     __tablename__ = "escalations"
-    __table_args__ = (Index("ix_escalations_due", "status", "next_step_at"),)
+    __table_args__ = (
+        Index("ix_escalations_due", "status", "next_step_at"),
+        # A conversation's escalation: its page, its audit filter, and a new emergency's
+        # "is one open already".
+        Index("ix_escalations_conversation", "conversation_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int | None] = mapped_column(

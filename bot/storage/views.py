@@ -10,8 +10,20 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.orm import Session, aliased
 
 from bot.domain import Channel, ConversationStatus, Direction, EscalationStatus, OutboxKind
@@ -27,10 +39,11 @@ from bot.storage.models import (
     OncallOverride,
     Outbox,
     Staff,
+    UTCDateTime,
     WebSession,
 )
 
-QUEUE_LIMIT = 200  # rows on one queue tab; older waiting conversations are counted, not shown
+QUEUE_LIMIT = 200  # rows on one page of a queue tab
 VIEWING_FRESH = timedelta(seconds=75)  # a viewer's page refreshes its presence every 30 s
 
 
@@ -70,86 +83,174 @@ class QueueCounts:
     emergencies: int
 
 
-def queue_counts(session: Session, staff_id: int) -> QueueCounts:
+@dataclass(frozen=True)
+class OpenCounts:
+    """The open conversations counted once for everyone: a page picks its own "mine"."""
+
+    waiting: int
+    open: int
+    emergencies: int
+    by_staff: dict[int, int]  # claimed, by whom
+
+    def of(self, staff_id: int) -> QueueCounts:
+        return QueueCounts(self.waiting, self.by_staff.get(staff_id, 0), self.open,
+                           self.emergencies)
+
+
+def open_counts(session: Session) -> OpenCounts:
     c = Conversation
-    row = session.execute(
-        select(
-            func.count().filter(c.assigned_to.is_(None)),
-            func.count().filter(c.assigned_to == staff_id),
-            func.count(),
-            func.count().filter(c.emergency.is_(True)),
-        ).where(c.status == ConversationStatus.OPEN)
-    ).one()
-    return QueueCounts(*(int(n) for n in row))
+    rows = session.execute(
+        select(c.assigned_to, func.count(), func.count().filter(c.emergency.is_(True)))
+        .where(c.status == ConversationStatus.OPEN)
+        .group_by(c.assigned_to)
+    ).all()
+    by_staff = {staff: int(n) for staff, n, _ in rows if staff is not None}
+    return OpenCounts(
+        waiting=sum(int(n) for staff, n, _ in rows if staff is None),
+        open=sum(int(n) for _, n, _ in rows),
+        emergencies=sum(int(e) for _, _, e in rows),
+        by_staff=by_staff,
+    )
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    rows: list[QueueRow]
+    after: int | None  # more follow: the number the next page starts after (?after=)
 
 
 def queue(
     session: Session, tab: Tab, staff_id: int, now: datetime, quiet_window: timedelta,
-    number: int | None = None,
-) -> list[QueueRow]:
-    """One tab of the queue, in the order staff work it: emergencies first, then higher
-    priority, then whoever has waited longest."""
+    number: int | None = None, after: int | None = None,
+) -> QueuePage:
+    """One page of a tab of the queue, in the order staff work it: emergencies first, then
+    higher priority, then whoever has waited longest (closed ones: the latest closed first).
+
+    Pages are keyset, not OFFSET: the next page starts after the conversation `after` (the
+    last one shown), where it now sorts, so a deep page costs what the first does (if that
+    conversation is gone, the tab starts again from the top). First the page's numbers,
+    from the queue's covering index and sorted on its narrow entries; then only those rows
+    are read, with their contact and claimer. The statements are built once per kind of
+    page and run with parameters: building them cost more than running them."""
+    params: dict[str, Any] = {"staff_id": staff_id, "number": number}
+    anchor = None
+    if after is not None:
+        anchor = session.execute(_anchor_query(tab is Tab.CLOSED), {"number": after}).first()
+        if anchor is not None:
+            params.update(anchor._asdict())
+    numbers = list(session.scalars(
+        _numbers_query(tab, number is not None, anchor is not None), params))
+    more = len(numbers) > QUEUE_LIMIT
+    numbers = numbers[:QUEUE_LIMIT]
+    found = {row[0]: row for row in session.execute(_rows_query(), {"numbers": numbers})} \
+        if numbers else {}
+    viewers = _viewers(session, numbers, now)
+    rows = []
+    for n in numbers:
+        if n not in found:
+            continue  # gone between the two reads (erased just now)
+        # Unpacked, not read by name: a few hundred rows, and by-name access cost more than
+        # the query.
+        (number_, channel, category, emergency, priority, status, waiting_since,
+         last_inbound_at, safe_to_text, closed_at, outcome, language, opted_out,
+         claimed_by) = found[n]
+        rows.append(QueueRow(
+            number=number_, channel=channel, category=category, language=language or "en",
+            emergency=emergency, priority=priority, status=status,
+            waiting_since=waiting_since, last_inbound_at=last_inbound_at,
+            opted_out=bool(opted_out), not_safe=safe_to_text is False,
+            quiet=now - last_inbound_at > quiet_window, claimed_by=claimed_by,
+            viewers=viewers.get(number_, ()), closed_at=closed_at, outcome=outcome,
+        ))
+    return QueuePage(rows, numbers[-1] if more else None)
+
+
+def _waiting() -> ColumnElement[datetime]:
+    c = Conversation
+    return func.coalesce(c.awaiting_since, c.opened_at)
+
+
+@cache
+def _anchor_query(closed: bool) -> Select[Any]:
+    """Where the conversation a page starts after sorts: its keys in the tab's order."""
+    c = Conversation
+    keys = ((c.closed_at.label("a_closed_at"),) if closed else
+            (c.emergency.label("a_emergency"), c.priority.label("a_priority"),
+             _waiting().label("a_waiting")))
+    return select(*keys, c.id.label("a_id")).where(c.id == bindparam("number"))
+
+
+@cache
+def _numbers_query(tab: Tab, by_number: bool, paged: bool) -> Select[Any]:
+    c = Conversation
+    if tab is Tab.CLOSED:
+        where = [c.status == ConversationStatus.CLOSED]
+        if by_number:
+            where.append(c.id == bindparam("number"))
+        order: tuple[ColumnElement[Any], ...] = (c.closed_at.desc(), c.id.desc())
+        if paged:
+            where.append(tuple_(c.closed_at, c.id) < tuple_(
+                bindparam("a_closed_at", type_=UTCDateTime), bindparam("a_id")))
+    else:
+        where = [c.status == ConversationStatus.OPEN]
+        if tab is Tab.WAITING:
+            where.append(c.assigned_to.is_(None))
+        elif tab is Tab.MINE:
+            where.append(c.assigned_to == bindparam("staff_id"))
+        elif tab is Tab.EMERGENCIES:
+            where.append(c.emergency.is_(True))
+        order = (c.emergency.desc(), c.priority.desc(), _waiting(), c.id)
+        if paged:
+            emergency = bindparam("a_emergency", type_=Boolean)
+            priority, waiting = bindparam("a_priority"), bindparam("a_waiting",
+                                                                   type_=UTCDateTime)
+            same_emergency, same_priority = c.emergency == emergency, c.priority == priority
+            # emergency DESC, priority DESC, waiting, id: a mixed order, so spelled out.
+            where.append(or_(
+                c.emergency < emergency,
+                and_(same_emergency, c.priority < priority),
+                and_(same_emergency, same_priority, _waiting() > waiting),
+                and_(same_emergency, same_priority, _waiting() == waiting,
+                     c.id > bindparam("a_id")),
+            ))
+    return select(c.id).where(*where).order_by(*order).limit(QUEUE_LIMIT + 1)
+
+
+@cache
+def _rows_query() -> Select[Any]:
     c = Conversation
     claimer = aliased(Staff)
-    waiting = func.coalesce(c.awaiting_since, c.opened_at)
-    query = (
-        select(c, Contact.language, Contact.opted_out, claimer.username)
+    return (
+        select(c.id, c.channel, c.intake_category, c.emergency, c.priority, c.status,
+               c.awaiting_since, c.last_inbound_at, c.safe_to_text, c.closed_at, c.outcome,
+               Contact.language, Contact.opted_out, claimer.username)
         .outerjoin(Contact, Contact.id == c.contact_id)
         .outerjoin(claimer, claimer.id == c.assigned_to)
+        .where(c.id.in_(bindparam("numbers", expanding=True)))
     )
-    if tab is Tab.CLOSED:
-        query = query.where(c.status == ConversationStatus.CLOSED)
-        if number is not None:
-            query = query.where(c.id == number)
-        query = query.order_by(c.closed_at.desc(), c.id.desc())
-    else:
-        query = query.where(c.status == ConversationStatus.OPEN)
-        if tab is Tab.WAITING:
-            query = query.where(c.assigned_to.is_(None))
-        elif tab is Tab.MINE:
-            query = query.where(c.assigned_to == staff_id)
-        elif tab is Tab.EMERGENCIES:
-            query = query.where(c.emergency.is_(True))
-        query = query.order_by(c.emergency.desc(), c.priority.desc(), waiting, c.id)
-    found = session.execute(query.limit(QUEUE_LIMIT)).all()
-    viewers = _viewers(session, [row[0].id for row in found], now)
-    return [
-        QueueRow(
-            number=conv.id,
-            channel=conv.channel,
-            category=conv.intake_category,
-            language=language or "en",
-            emergency=conv.emergency,
-            priority=conv.priority,
-            status=conv.status,
-            waiting_since=conv.awaiting_since,
-            last_inbound_at=conv.last_inbound_at,
-            opted_out=bool(opted_out),
-            not_safe=conv.safe_to_text is False,
-            quiet=now - conv.last_inbound_at > quiet_window,
-            claimed_by=claimed_by,
-            viewers=viewers.get(conv.id, ()),
-            closed_at=conv.closed_at,
-            outcome=conv.outcome,
-        )
-        for conv, language, opted_out, claimed_by in found
-    ]
 
 
 def _viewers(session: Session, numbers: list[int], now: datetime) -> dict[int, tuple[str, ...]]:
     if not numbers:
         return {}
-    rows = session.execute(
-        select(ConversationViewer.conversation_id, Staff.username)
-        .join(Staff, Staff.id == ConversationViewer.staff_id)
-        .where(and_(ConversationViewer.conversation_id.in_(numbers),
-                    ConversationViewer.seen_at >= now - VIEWING_FRESH))
-        .order_by(Staff.username)
-    ).all()
+    rows = session.execute(_viewers_query(),
+                           {"numbers": numbers, "fresh_since": now - VIEWING_FRESH}).all()
     found: dict[int, list[str]] = {}
     for number, username in rows:
         found.setdefault(number, []).append(username)
     return {number: tuple(names) for number, names in found.items()}
+
+
+@cache
+def _viewers_query() -> Select[Any]:
+    v = ConversationViewer
+    return (
+        select(v.conversation_id, Staff.username)
+        .join(Staff, Staff.id == v.staff_id)
+        .where(v.conversation_id.in_(bindparam("numbers", expanding=True)),
+               v.seen_at >= bindparam("fresh_since", type_=UTCDateTime))
+        .order_by(Staff.username)
+    )
 
 
 # --- escalations ---------------------------------------------------------------------------
@@ -437,7 +538,10 @@ def audit_log(session: Session, user: str | None = None, conversation: int | Non
 
 # --- one conversation -------------------------------------------------------------------------
 
-HISTORY_LIMIT = 1000  # the newest messages shown on a conversation page; older ones counted
+# Messages on one page of a conversation, the newest first; older ones a page at a time
+# (keyset, by message id), so a conversation thousands of messages long opens as fast as a
+# short one.
+HISTORY_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -474,17 +578,16 @@ class ConversationView:
         return self.safe_to_text is False
 
 
-def conversation(
-    session: Session, number: int, now: datetime, quiet_window: timedelta,
-    web_idle: timedelta = timedelta(minutes=30),
-) -> ConversationView | None:
+@cache
+def _conversation_query() -> Select[Any]:
+    # Built once, run with parameters: building it cost more than running it.
     c = Conversation
     claimer = aliased(Staff)
     later = aliased(Conversation)
     open_escalation = (
         select(Escalation.id)
         .where(Escalation.conversation_id == c.id,
-               Escalation.status != EscalationStatus.RESOLVED)
+               Escalation.status != bindparam("resolved"))
         .order_by(Escalation.id)
         .limit(1)
         .scalar_subquery()
@@ -494,15 +597,25 @@ def conversation(
         .where(later.contact_id == c.contact_id, later.id > c.id)
         .scalar_subquery()
     )
-    chat_open = and_(WebSession.ended_at.is_(None), WebSession.last_seen_at >= now - web_idle)
-    found = session.execute(
+    chat_open = and_(WebSession.ended_at.is_(None),
+                     WebSession.last_seen_at >= bindparam("chat_since", type_=UTCDateTime))
+    return (
         select(c, Contact.language, Contact.opted_out, Contact.address_enc.is_not(None),
                claimer.username, open_escalation, newer, func.coalesce(chat_open, False))
         .outerjoin(Contact, Contact.id == c.contact_id)
         .outerjoin(claimer, claimer.id == c.assigned_to)
         .outerjoin(WebSession, WebSession.address_hash == Contact.address_hash)
-        .where(c.id == number)
-    ).first()
+        .where(c.id == bindparam("number"))
+    )
+
+
+def conversation(
+    session: Session, number: int, now: datetime, quiet_window: timedelta,
+    web_idle: timedelta = timedelta(minutes=30),
+) -> ConversationView | None:
+    found = session.execute(_conversation_query(), {
+        "number": number, "resolved": EscalationStatus.RESOLVED, "chat_since": now - web_idle,
+    }).first()
     if found is None:
         return None
     (conv, language, opted_out, has_address, claimed_by, escalation_id, newer_id,
@@ -551,18 +664,26 @@ class History:
     earlier: int  # older messages not shown
 
 
-def history(session: Session, number: int, limit: int = HISTORY_LIMIT) -> History:
-    """The conversation's messages and notes in order, each outbound one with how far its
-    delivery got."""
+@cache
+def _history_query(older: bool) -> Select[Any]:
     author = aliased(Staff)
-    newest_first = session.execute(
+    query = (
         select(Message.id, Message.direction, Message.body_enc, Message.created_at,
                Message.media_count, Message.automatic, author.username)
         .outerjoin(author, author.id == Message.author_staff_id)
-        .where(Message.conversation_id == number)
-        .order_by(Message.id.desc())
-        .limit(limit)
-    ).all()
+        .where(Message.conversation_id == bindparam("number"))
+    )
+    if older:
+        query = query.where(Message.id < bindparam("before"))
+    return query.order_by(Message.id.desc()).limit(bindparam("limit"))
+
+
+def history(session: Session, number: int, limit: int = HISTORY_LIMIT,
+            before: int | None = None) -> History:
+    """The conversation's newest messages and notes (or those before message `before`),
+    oldest first, each outbound one with how far its delivery got."""
+    newest_first = session.execute(_history_query(before is not None),
+                                   {"number": number, "before": before, "limit": limit}).all()
     rows = list(reversed(newest_first))
     outbound = [r.id for r in rows if r.direction == Direction.OUTBOUND]
     delivery: dict[int, str] = {}

@@ -107,6 +107,13 @@
     });
     return found;
   }
+  function countsIn(root) {
+    var rows = root.querySelector("[data-waiting]");
+    return {
+      waiting: rows ? parseInt(rows.getAttribute("data-waiting"), 10) || 0 : 0,
+      emergencies: rows ? parseInt(rows.getAttribute("data-emergencies"), 10) || 0 : 0
+    };
+  }
   function setTitle(root) {
     var rows = root.querySelector("[data-waiting]");
     if (!rows) { return; }
@@ -127,17 +134,22 @@
   function queuePage(section) {
     var target = document.getElementById("queue-rows");
     var status = section.querySelector("[data-live-status]");
-    var known = numbersIn(target);
+    var known = numbersIn(target), counted = countsIn(target);
     setTitle(target);
     var refresh = debounce(function () {
       fetchInto(section.getAttribute("data-rows"), target, function () {
-        var now = numbersIn(target), fresh = false, urgent = false;
+        var now = numbersIn(target), fresh = false, urgent = false, counts = countsIn(target);
         Object.keys(now).forEach(function (n) {
           if (!(n in known)) { fresh = true; urgent = urgent || now[n]; }
           else if (now[n] && !known[n]) { urgent = true; }
         });
+        // One that arrives beyond this page (a full tab) is not in its rows: the counts
+        // still tell.
+        if (counts.waiting > counted.waiting) { fresh = true; }
+        if (counts.emergencies > counted.emergencies) { urgent = true; }
         if (fresh || urgent) { chime(urgent); }
         known = now;
+        counted = counts;
         setTitle(target);
       });
     }, 250);
