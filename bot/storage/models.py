@@ -75,7 +75,7 @@ class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
         # Covers the open queue: its order, its filters and its counts come from index
-        # entries alone (storage/views.queue, queue_counts).
+        # entries alone (storage/views.queue, open_counts).
         Index("ix_conversations_queue", "status", "emergency", "priority", "awaiting_since",
               "opened_at", "assigned_to"),
         # The closed tab, latest first, a page at a time; and the retention purge.
