@@ -107,9 +107,10 @@ class PostgresRelay:
             backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._dsn, timeout=10)
-        await conn.add_listener(CHANNEL, self._heard)
-        self._connection = conn
+        # Kept before LISTEN is sent, so that run()'s _close() closes it even if the task is
+        # cancelled (the process stopping) while it is being sent.
+        self._connection = await asyncpg.connect(self._dsn, timeout=10)
+        await self._connection.add_listener(CHANNEL, self._heard)
         self.connected = True
         log.info("notify_relay_listening")
 

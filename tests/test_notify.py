@@ -9,6 +9,7 @@ import pytest
 from bot.notify import RESYNC, Change, Notifier
 from bot.notify_postgres import PostgresRelay, decode, encode, listen_dsn
 from tests.databases import on_postgres
+from tests.waiting import eventually
 
 
 async def test_a_stream_hears_each_change_and_a_slow_one_gets_one_resync():
@@ -44,11 +45,7 @@ async def test_a_commit_in_one_process_reaches_the_others_streams_and_outbox(dat
     first.relay = relays[0]
     tasks = [asyncio.create_task(r.run()) for r in relays]
     try:
-        async with asyncio.timeout(10):
-            while True:
-                if all(r.connected for r in relays):
-                    break
-                await asyncio.sleep(0.01)
+        await eventually(lambda: all(r.connected for r in relays), "both relays to listen", 10)
         with second.stream() as stream:
             first.outbox()
             first.conversation(42)
