@@ -300,11 +300,17 @@ class Service:
         """Once the outbox is idle, exactly `n` messages have reached `fake` in all, since
         it started: nothing more was sent, and nothing is still on its way. Returns them."""
         await self.outbox_idle()
-        assert len(fake.sent) == n, (
-            f"expected {n} messages at the fake in all, got {len(fake.sent)}; "
-            f"after the first {n}: {fake.sent[n:]!r}"
-        )
-        return list(fake.sent)
+        return sent_in_all(fake, n)
+
+
+def sent_in_all(fake: FakeTwilio | FakeTelegram, n: int) -> list[Any]:
+    """Exactly `n` messages have reached `fake` since it started; returns them. Call it once
+    the senders are quiet (see Service.assert_sent)."""
+    assert len(fake.sent) == n, (
+        f"expected {n} messages at the fake in all, got {len(fake.sent)}; "
+        f"after the first {n}: {fake.sent[n:]!r}"
+    )
+    return list(fake.sent)
 
 
 async def quiet(services: list[Service]) -> None:

@@ -35,7 +35,7 @@ from bot.storage.models import (
 )
 from handlers.escalation import _fire
 from schedules.escalations import sweep_job
-from tests.conftest import PUBLIC_URL, Service, example_config, quiet
+from tests.conftest import PUBLIC_URL, Service, example_config, quiet, sent_in_all
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.twilio_api import FakeTwilio, SentSms
 from tests.fixtures import CONTACT_NUMBER, TELEGRAM_CONTACT_ID
@@ -95,12 +95,8 @@ class Phones:
         return new
 
     async def nothing_more(self, total: int | None = None) -> None:
-        total = self.seen if total is None else total
         await quiet(self.services)
-        assert len(self.fake.sent) == total, (
-            f"expected {total} texts in all, got {len(self.fake.sent)}; "
-            f"after the first {total}: {self.fake.sent[total:]!r}"
-        )
+        sent_in_all(self.fake, self.seen if total is None else total)
 
 
 def pages_to(sent: list[SentSms], number: str) -> list[str]:
