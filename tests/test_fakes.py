@@ -47,6 +47,8 @@ from tests.fixtures import (
     load_twilio_form,
     twilio_signature,
 )
+from tests.test_telegram import calls_to
+from tests.waiting import eventually
 
 CALLBACK_URL = "https://bot.example.org/twilio/status"
 
@@ -573,8 +575,10 @@ async def test_telegram_get_updates_offsets(bot: telegram.Bot, fake_telegram: Fa
 
 async def test_telegram_long_poll_returns_on_push(bot: telegram.Bot, fake_telegram: FakeTelegram):
     started = time.monotonic()
+    polls = len(calls_to(fake_telegram, "getUpdates"))
     poll = asyncio.create_task(bot.get_updates(timeout=10))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: len(calls_to(fake_telegram, "getUpdates")) > polls,
+                     "the long poll to reach the fake")
     pushed = fake_telegram.push_update(load_telegram_update("text_message", text="Help"))
 
     [update] = await poll
@@ -710,7 +714,9 @@ async def test_telegram_raw_protocol(fake_telegram: FakeTelegram):
 
         # A second long poll ends the first one with 409, as when two bot instances run.
         first = asyncio.create_task(session.post(f"{api}/getUpdates", data={"timeout": "5"}))
-        await asyncio.sleep(0.1)
+        polls = len(calls_to(fake_telegram, "getUpdates"))
+        await eventually(lambda: len(calls_to(fake_telegram, "getUpdates")) > polls,
+                         "the first long poll")
         async with session.post(f"{api}/getUpdates", data={"timeout": "0"}) as r:
             assert (await r.json())["result"] == []
         async with await first as r:
