@@ -49,8 +49,7 @@ from tests.fixtures import (
     set_config_keys,
     twilio_signature,
 )
-from tests.subprocesses import free_port, service_env
-from tests.test_restart import INBOUND_PATH, running, wait_healthy
+from tests.subprocesses import INBOUND_PATH, free_port, running, service_env, wait_healthy
 
 WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
 HUNG_SMS = 40  # more than the SMS channel's send slots

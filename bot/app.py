@@ -41,7 +41,7 @@ from bot.intake import Intake
 from bot.metrics import Metrics, ScrapeCollector
 from bot.metrics_http import MetricsEndpoint, count_rejections
 from bot.notify import Notifier
-from bot.notify_postgres import PostgresRelay, listen_dsn
+from bot.notify_postgres import PostgresRelay, channel_for, listen_dsn
 from bot.outbox import OutboxWorker, Sender
 from bot.spool import Spool
 from bot.storage.database import ensure_schema, is_sqlite, make_engine
@@ -268,7 +268,8 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
     if is_sqlite(services.settings.database.url):
         yield
         return
-    relay = PostgresRelay(services.notifier, listen_dsn(services.settings.database.url))
+    url = services.settings.database.url
+    relay = PostgresRelay(services.notifier, listen_dsn(url), channel_for(url))
     services.notifier.relay = relay
     task = asyncio.create_task(relay.run(), name="notify-relay")
     yield

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Iterable
 
@@ -29,12 +30,25 @@ CHANNEL = "triage_events"
 SAFETY_NET_SECONDS = 30.0
 MAX_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes
 RECONNECT_MAX_SECONDS = 30.0
+MAX_IDENTIFIER = 63  # bytes in a PostgreSQL name, a channel's included
 
 
 def listen_dsn(url: str) -> str:
     """asyncpg's form of the service's SQLAlchemy URL."""
     parsed = make_url(url).set(drivername="postgresql").difference_update_query(["search_path"])
     return parsed.render_as_string(hide_password=False)
+
+
+def channel_for(url: str) -> str:
+    """The channel of the service's database and schema: services in other schemas of the
+    same database (another install, another test run) neither hear nor wake these."""
+    schema = make_url(url).query.get("search_path")
+    if not schema:
+        return CHANNEL
+    name = f"{CHANNEL}_{schema}"
+    if len(name.encode()) > MAX_IDENTIFIER:  # PostgreSQL would cut the name short
+        name = f"{CHANNEL}_{hashlib.sha256(str(schema).encode()).hexdigest()[:32]}"
+    return name
 
 
 def encode(outbox: bool, changes: Iterable[Change]) -> list[str]:
@@ -69,9 +83,10 @@ def decode(payload: str) -> tuple[bool, list[Change]]:
 class PostgresRelay:
     """Set as `notifier.relay`; `run()` is a task for the life of the process."""
 
-    def __init__(self, notifier: Notifier, dsn: str) -> None:
+    def __init__(self, notifier: Notifier, dsn: str, channel: str = CHANNEL) -> None:
         self._notifier = notifier
         self._dsn = dsn
+        self._channel = channel
         self._outbox = False
         self._changes: dict[Change, None] = {}  # ordered, without repeats
         self._pending = asyncio.Event()
@@ -107,9 +122,10 @@ class PostgresRelay:
             backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._dsn, timeout=10)
-        await conn.add_listener(CHANNEL, self._heard)
-        self._connection = conn
+        # Kept before LISTEN is sent, so that run()'s _close() closes it even if the task is
+        # cancelled (the process stopping) while it is being sent.
+        self._connection = await asyncpg.connect(self._dsn, timeout=10)
+        await self._connection.add_listener(self._channel, self._heard)
         self.connected = True
         log.info("notify_relay_listening")
 
@@ -129,7 +145,7 @@ class PostgresRelay:
             outbox, changes = self._outbox, list(self._changes)
             self._outbox, self._changes = False, {}
             for payload in encode(outbox, changes):
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                await conn.execute("SELECT pg_notify($1, $2)", self._channel, payload)
 
     def _heard(self, conn: object, pid: int, channel: str, payload: str) -> None:
         own = self._connection

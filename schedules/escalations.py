@@ -29,6 +29,8 @@ async def sweep_job(deps: SweepDeps) -> list[int]:
     except Exception as exc:  # the database is down: the next sweep tries again
         log.warning("escalation_sweep_failed", extra={"error": type(exc).__name__})
         return []
+    # At DEBUG, one line a sweep: tests that prove no step fires twice wait for sweeps.
+    log.debug("escalation_swept", extra={"fired": len(fired)})
     for escalation_id in fired:
         deps.notifier.escalation(escalation_id)
     return fired

@@ -69,7 +69,9 @@ StartLive = Callable[..., Awaitable[LiveService]]
 
 
 @pytest.fixture(name="start_live_service")
-async def start_live_service_fixture(env: Env, clock: Clock) -> AsyncIterator[StartLive]:
+async def start_live_service_fixture(
+    env: Env, clock: Clock, started: list[Service]
+) -> AsyncIterator[StartLive]:
     """Like conftest's start_service, but listening on 127.0.0.1 for a browser."""
     clients: list[TestClient] = []
 
@@ -79,7 +81,9 @@ async def start_live_service_fixture(env: Env, clock: Clock) -> AsyncIterator[St
         client = TestClient(TestServer(create_app(settings, clock), host="127.0.0.1"))
         await client.start_server()
         clients.append(client)
-        return LiveService(client, clock)
+        live = LiveService(client, clock)
+        started.append(live)
+        return live
 
     yield start
     for client in clients:

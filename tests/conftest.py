@@ -3,7 +3,6 @@ a controllable clock, and the real app under aiohttp's test client."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -42,6 +41,7 @@ from tests.fixtures import (
     load_twilio_form,
     twilio_signature,
 )
+from tests.waiting import eventually
 
 os.environ.setdefault("PTB_TIMEDELTA", "true")  # PTB 22 warns on int retry_after otherwise
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,14 +127,19 @@ class Env:
         return parse_settings(raw, self.environ(), base_dir=self.tmp_path)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def postgres_schema() -> Iterator[PostgresSchema | None]:
+    """The run's PostgreSQL schema, made before the first test whatever the tests are: a
+    run told to use PostgreSQL that cannot reach it stops there, with one message."""
     url = postgres_url()
     if url is None:
         yield None
         return
     schema = PostgresSchema(url)
-    schema.create()
+    try:
+        schema.create()
+    except RuntimeError as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     yield schema
     schema.drop()
 
@@ -286,19 +291,48 @@ class Service:
                 )
             )
 
-        async with asyncio.timeout(seconds):
-            while True:
-                if not self.services.worker.busy and not await self.query(due):
-                    return
-                await asyncio.sleep(0.01)
+        async def idle() -> bool:
+            return not self.services.worker.busy and not await self.query(due)
+
+        await eventually(idle, "the outbox to have nothing due or in flight", seconds, 0.01)
+
+    async def assert_sent(self, fake: FakeTwilio | FakeTelegram, n: int) -> list[Any]:
+        """Once the outbox is idle, exactly `n` messages have reached `fake` in all, since
+        it started: nothing more was sent, and nothing is still on its way. Returns them."""
+        await self.outbox_idle()
+        return sent_in_all(fake, n)
+
+
+def sent_in_all(fake: FakeTwilio | FakeTelegram, n: int) -> list[Any]:
+    """Exactly `n` messages have reached `fake` since it started; returns them. Call it once
+    the senders are quiet (see Service.assert_sent)."""
+    assert len(fake.sent) == n, (
+        f"expected {n} messages at the fake in all, got {len(fake.sent)}; "
+        f"after the first {n}: {fake.sent[n:]!r}"
+    )
+    return list(fake.sent)
+
+
+async def quiet(services: list[Service]) -> None:
+    """outbox_idle for every service a test started that still runs (several may share a
+    database)."""
+    for svc in services:
+        if svc.services.worker.alive:
+            await svc.outbox_idle()
 
 
 StartService = Callable[..., Any]
 
 
 @pytest.fixture
+def started() -> list[Service]:
+    """Every Service this test started, in order, for waiting until all are quiet."""
+    return []
+
+
+@pytest.fixture
 def start_service(
-    aiohttp_client: Callable[..., Any], env: Env, clock: Clock
+    aiohttp_client: Callable[..., Any], env: Env, clock: Clock, started: list[Service]
 ) -> StartService:
     async def start(
         twilio: FakeTwilio | None = None,
@@ -307,7 +341,9 @@ def start_service(
     ) -> Service:
         settings = env.settings(twilio, telegram_api, **overrides)
         client = await aiohttp_client(create_app(settings, clock))
-        return Service(client, clock)
+        svc = Service(client, clock)
+        started.append(svc)
+        return svc
 
     return start
 

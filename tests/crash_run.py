@@ -9,15 +9,18 @@ first reply, however the kill cut across the inbound path and the outbox.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from sqlalchemy import select
 
+from bot.storage.database import make_engine
+from bot.storage.models import ProviderEvent
 from tests.conftest import ROOT
+from tests.databases import sqlite_url
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fixtures import (
     ACCOUNT_SID,
@@ -28,12 +31,20 @@ from tests.fixtures import (
     set_config_keys,
     twilio_signature,
 )
-from tests.subprocesses import free_port, service_env
-from tests.test_restart import INBOUND_PATH, kill, running, tail, wait_healthy
+from tests.subprocesses import (
+    INBOUND_PATH,
+    free_port,
+    kill,
+    outbox_drained,
+    running,
+    service_env,
+    tail,
+    wait_healthy,
+)
 
 FIRST_REPLY = "Thank you for reaching out."
-QUIET_SECONDS = 120.0
-ANSWER_DELAY_SECONDS = 0.05  # the bound on waiting for the outbox to drain after the restart
+DRAIN_SECONDS = 120.0  # the bound on waiting for the outbox to drain after the restart
+ANSWER_DELAY_SECONDS = 0.05  # how long the fake Twilio takes to answer a send it has taken
 
 
 @dataclass(frozen=True)
@@ -53,11 +64,11 @@ def contact_numbers(n: int) -> list[str]:
     return [f"+1{201 + i // 100}55501{i % 100:02d}" for i in range(n)]
 
 
-def write_config(folder: Path, port: int, twilio_url: str) -> Path:
+def write_config(folder: Path, port: int, twilio_url: str, database_url: str) -> Path:
     example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
     text = set_config_keys(example, {
         "server": {"port": port, "public_url": f"http://127.0.0.1:{port}"},
-        "database": {"url": f"sqlite+aiosqlite:///{folder / 'triage.db'}"},
+        "database": {"url": database_url},
         "sms": {"enabled": True, "account_sid": ACCOUNT_SID, "from_number": OUR_NUMBER,
                 "api_base_url": twilio_url, "max_per_second": 400},
         # A short send timeout keeps the lease short, so sends cut off by the kill are
@@ -69,20 +80,13 @@ def write_config(folder: Path, port: int, twilio_url: str) -> Path:
     return path
 
 
-def _outbox_busy(database: Path) -> int:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as conn:
-        return int(conn.execute(
-            "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"
-        ).fetchone()[0])
-
-
-def _stored_ids(database: Path) -> set[str]:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as conn:
-        return {row[0] for row in conn.execute("SELECT provider_id FROM provider_events")}
-
-
-async def crash_run(folder: Path, contacts: int = 2000, concurrency: int = 32) -> CrashResult:
+async def crash_run(folder: Path, contacts: int = 2000, concurrency: int = 32,
+                    database_url: str | None = None) -> CrashResult:
+    """One run in `folder`, on `database_url` (a database with nothing in it) or, by default,
+    a new SQLite file there."""
     started = time.monotonic()
+    database_url = database_url or sqlite_url(folder)
+    engine = make_engine(database_url)
     fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
     # Twilio takes each message at once but answers a moment later, as over a real network:
     # the kill then always finds sends that Twilio has and the service has not recorded.
@@ -91,7 +95,7 @@ async def crash_run(folder: Path, contacts: int = 2000, concurrency: int = 32) -
     try:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        config = write_config(folder, port, fake.base_url)
+        config = write_config(folder, port, fake.base_url, database_url)
         env = service_env()
         log = folder / "service.log"
         hooks = []
@@ -160,13 +164,9 @@ async def crash_run(folder: Path, contacts: int = 2000, concurrency: int = 32) -
                     if not retry:
                         break
                 assert not retry, f"{len(retry)} webhooks never answered:\n{tail(log)}"
-                database = folder / "triage.db"
-                deadline = time.monotonic() + QUIET_SECONDS
-                while _outbox_busy(database):
-                    assert time.monotonic() < deadline, f"outbox never drained:\n{tail(log)}"
-                    assert second.returncode is None, tail(log)
-                    await asyncio.sleep(0.1)
-                stored = _stored_ids(database)
+                await outbox_drained(engine, [second], [log], DRAIN_SECONDS)
+                async with engine.connect() as conn:
+                    stored = set((await conn.scalars(select(ProviderEvent.provider_id))).all())
                 reconciled = log.read_text(errors="replace").count('"outbox_reconciled"')
         firsts = Counter(m.to for m in fake.sent if m.body.startswith(FIRST_REPLY))
         numbers = contact_numbers(contacts)
@@ -181,4 +181,5 @@ async def crash_run(folder: Path, contacts: int = 2000, concurrency: int = 32) -
             seconds=time.monotonic() - started,
         )
     finally:
+        await engine.dispose()
         await fake.close()

@@ -15,8 +15,10 @@ import asyncio
 import contextlib
 import os
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -105,4 +107,67 @@ async def fresh_schema(base: str) -> AsyncIterator[str]:
             hide_password=False)
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        await conn.close()
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """A plain asyncpg connection to the PostgreSQL database (and schema) of `url`, beside the
+    service's own pool: for a test that locks, blocks or reads what the service stored."""
+    schema = make_url(url).query.get("search_path")
+    settings = {"search_path": str(schema)} if schema else None
+    return await asyncpg.connect(_dsn(url), timeout=10, server_settings=settings)
+
+
+def sqlite_path(url: str) -> Path:
+    database = make_url(url).database
+    assert database, url
+    return Path(database)
+
+
+class Raw:
+    """Plain SQL on the test's database beside the service: the stdlib sqlite3 on the file,
+    read only (a committed write is visible to it in WAL mode, and a read costs a
+    millisecond, a third of a round trip through aiosqlite), or asyncpg on PostgreSQL."""
+
+    def __init__(self, sqlite: sqlite3.Connection | None, pg: asyncpg.Connection | None):
+        self._sqlite, self._pg = sqlite, pg
+
+    @classmethod
+    async def open(cls, url: str) -> Raw:
+        if on_postgres():
+            return cls(None, await connect(url))
+        return cls(sqlite3.connect(f"file:{sqlite_path(url)}?mode=ro", uri=True), None)
+
+    async def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        if self._pg is not None:
+            return [tuple(row) for row in await self._pg.fetch(sql)]
+        assert self._sqlite is not None
+        return self._sqlite.execute(sql).fetchall()
+
+    async def close(self) -> None:
+        if self._pg is not None:
+            await self._pg.close()
+        if self._sqlite is not None:
+            self._sqlite.close()
+
+
+async def at_rest(url: str) -> bytes:
+    """Everything the database holds, as a thief of its storage would read it: SQLite's file
+    and write-ahead log byte for byte (free pages too), or on PostgreSQL every row of every
+    table in the schema, as text."""
+    if not on_postgres():
+        path = sqlite_path(url)
+        return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+    conn = await connect(url)
+    try:
+        tables = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'")
+        assert tables, "no tables in the schema"
+        found = []
+        for (table,) in tables:
+            query = f'SELECT t::text FROM "{table}" t'  # noqa: S608 (names from the catalog)
+            found += [row[0] for row in await conn.fetch(query)]
+        return "\n".join(found).encode()
+    finally:
         await conn.close()

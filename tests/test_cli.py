@@ -4,6 +4,7 @@ exits non-zero with exactly one line on stderr and no traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import pytest
 from bot.crypto import Cipher, generate_key
 from bot.domain import Channel
 from tests.conftest import ROOT
+from tests.waiting import eventually
 
 KEY = generate_key()
 PASSWORD = "correct horse battery staple"
@@ -131,17 +133,20 @@ def get_json(url: str) -> tuple[int, Any]:
 
 def poll(url: str, process: subprocess.Popen[bytes], log: Path, want: int = 200) -> Any:
     """GET `url` until it answers `want`, for at most STARTUP_SECONDS; return the JSON body."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
+
+    def answer() -> tuple[Any] | None:  # the body in a tuple: true even if it is empty
         assert process.poll() is None, f"run exited early:\n{log.read_text()}"
         try:
             status, body = get_json(url)
-            if status == want:
-                return body
         except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        assert time.monotonic() < deadline, f"{url} never answered {want}:\n{log.read_text()}"
-        time.sleep(0.1)
+            return None
+        return (body,) if status == want else None
+
+    def what() -> str:
+        return f"{url} to answer {want}:\n{log.read_text()}"
+
+    [body] = asyncio.run(eventually(answer, what, STARTUP_SECONDS, every=0.1))
+    return body
 
 
 def cpu_seconds(pid: int) -> float:

@@ -50,8 +50,8 @@ async def svc(start_service, fake_twilio) -> Service:
 
 
 @pytest.fixture
-def phones(fake_twilio) -> Phones:
-    return Phones(fake_twilio)
+def phones(fake_twilio, started) -> Phones:
+    return Phones(fake_twilio, started)
 
 
 async def signed_in_admin(svc: Service, username: str = "dave") -> Browser:

@@ -99,8 +99,7 @@ async def test_desk_sign_in_with_totp_then_a_new_conversation_arrives_live_and_i
     await page.get_by_role("button", name="Send reply").click()
     sent = await fake_twilio.wait_for_messages(2)
     assert (sent[1].to, sent[1].body) == (CONTACT_NUMBER, REPLY)
-    await svc.outbox_idle()
-    await fake_twilio.assert_no_more(2)
+    await svc.assert_sent(fake_twilio, 2)
     await expect(page.locator(".history .msg.out").last).to_contain_text(REPLY)
     await chromium.shot(page, "4-after-reply")
 
@@ -122,7 +121,7 @@ async def test_phone_on_call_follows_the_page_link_and_acknowledges_in_one_tap(
     alice = await add_paged_member(svc, "alice", ALICE, two_factor=True)
     await add_paged_member(svc, "carol", CAROL)  # the backup: paged at the second step
     assert alice is not None
-    phones = Phones(fake_twilio)
+    phones = Phones(fake_twilio, [svc])
 
     status, _ = await svc.sms("he has a gun")
     assert status == 200

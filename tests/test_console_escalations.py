@@ -75,8 +75,8 @@ async def svc(start_service, fake_twilio) -> Service:
 
 
 @pytest.fixture
-def phones(fake_twilio) -> Phones:
-    return Phones(fake_twilio)
+def phones(fake_twilio, started) -> Phones:
+    return Phones(fake_twilio, started)
 
 
 def page_path(n: int) -> str:
@@ -354,7 +354,7 @@ async def test_unknown_number_is_a_404_page(svc, phones):
 async def test_escalation_pages_hold_no_contact_text(start_service, fake_twilio):
     # With previews on, the page SMS quotes the contact: the console must still not.
     svc = await start_team(start_service, fake_twilio, escalation={"include_preview": True})
-    phones = Phones(fake_twilio)
+    phones = Phones(fake_twilio, [svc])
     n, page = await open_emergency(svc, phones, text="he has a gun at the Zanzibar motel")
     assert "Zanzibar" in page
     alice = await signed_in(svc, "alice", n)
@@ -373,7 +373,7 @@ async def test_escalation_pages_hold_no_contact_text(start_service, fake_twilio)
 
 async def test_rota_gap_shows_the_banner_and_nobody_on_call(start_service, fake_twilio):
     svc = await start_team(start_service, fake_twilio, oncall={"rotation": []})
-    n, _ = await open_emergency(svc, Phones(fake_twilio), paged=(ALICE, BOB, CAROL))
+    n, _ = await open_emergency(svc, Phones(fake_twilio, [svc]), paged=(ALICE, BOB, CAROL))
     page = await (await signed_in(svc, "alice", n)).get(page_path(n))
     assert "Nobody is on call right now." in page.text
     assert "On call now: <strong>nobody</strong>" in page.text

@@ -56,8 +56,8 @@ async def svc(start) -> Service:
 
 
 @pytest.fixture
-def phones(fake_twilio) -> Phones:
-    return Phones(fake_twilio)
+def phones(fake_twilio, started) -> Phones:
+    return Phones(fake_twilio, started)
 
 
 async def contact_and_pages(phones: Phones, n: int = 2) -> tuple[list[str], list[str]]:

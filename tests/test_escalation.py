@@ -18,10 +18,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from bot.gsm import is_gsm7, septets
-from bot.storage.database import make_sync_engine
+from bot.storage.database import make_engine
 from bot.storage.models import (
     AuditEntry,
     Contact,
@@ -34,10 +35,11 @@ from bot.storage.models import (
 )
 from handlers.escalation import _fire
 from schedules.escalations import sweep_job
-from tests.conftest import PUBLIC_URL, Service, example_config
+from tests.conftest import PUBLIC_URL, Service, example_config, quiet, sent_in_all
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.twilio_api import FakeTwilio, SentSms
 from tests.fixtures import CONTACT_NUMBER, TELEGRAM_CONTACT_ID
+from tests.waiting import eventually
 
 ALICE = "+13145550142"  # on call this week
 CAROL = "+13145550143"  # backup
@@ -77,21 +79,24 @@ def link(n: int) -> str:
 
 class Phones:
     """What reaches the fake Twilio, read step by step: `expect(n)` returns exactly the n
-    texts that arrived since the last read, and fails if fewer or more arrive."""
+    texts that arrived since the last read, and fails if fewer arrive or, once every
+    service the test started is quiet (its outbox idle), more."""
 
-    def __init__(self, fake: FakeTwilio) -> None:
+    def __init__(self, fake: FakeTwilio, services: list[Service]) -> None:
         self.fake = fake
+        self.services = services
         self.seen = 0
 
     async def expect(self, n: int) -> list[SentSms]:
         await self.fake.wait_for_messages(self.seen + n)
-        await self.fake.assert_no_more(self.seen + n)
+        await self.nothing_more(self.seen + n)
         new = self.fake.sent[self.seen:]
         self.seen += n
         return new
 
-    async def nothing_more(self) -> None:
-        await self.fake.assert_no_more(self.seen)
+    async def nothing_more(self, total: int | None = None) -> None:
+        await quiet(self.services)
+        sent_in_all(self.fake, self.seen if total is None else total)
 
 
 def pages_to(sent: list[SentSms], number: str) -> list[str]:
@@ -194,15 +199,13 @@ async def escalation(svc: Service, escalation_id: int) -> Escalation:
 
 
 async def settled(svc: Service, seconds: float = 5.0) -> list[Outbox]:
-    """Wait until the outbox has nothing pending or in flight; returns its rows."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        rows = await svc.all(Outbox)
-        if all(r.status not in ("pending", "sending") for r in rows):
-            return rows
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"outbox never settled: {[r.status for r in rows]}")
-        await asyncio.sleep(0.02)
+    """Wait until the outbox has nothing pending or in flight, due or not; returns its rows."""
+
+    async def rows() -> list[Outbox] | None:
+        found = await svc.all(Outbox)
+        return None if any(r.status in ("pending", "sending") for r in found) else found
+
+    return await eventually(rows, "the outbox to settle", seconds)
 
 
 StartTeam = Callable[..., Awaitable[Service]]
@@ -237,8 +240,8 @@ async def svc(start) -> Service:
 
 
 @pytest.fixture
-def phones(fake_twilio) -> Phones:
-    return Phones(fake_twilio)
+def phones(fake_twilio, started) -> Phones:
+    return Phones(fake_twilio, started)
 
 
 # --- the first page, and ACK by text -------------------------------------------------------
@@ -425,7 +428,7 @@ async def test_page_that_fails_on_sms_is_delivered_on_telegram(
     fake_twilio.fail_next(400, code=21211)
     await svc.telegram("he has a gun")
     sent = await fake_telegram.wait_for_messages(2)
-    await fake_telegram.assert_no_more(2)
+    await svc.assert_sent(fake_telegram, 2)
     assert [m.text for m in sent if m.chat_id == TELEGRAM_CONTACT_ID] == [EMERGENCY_REPLY]
     [page] = [m.text for m in sent if m.chat_id == ALICE_CHAT]
     assert re.fullmatch(r"EMERGENCY #(\d+) \(telegram\) 10:00\. Reply ACK \1\. \S+", page)
@@ -458,13 +461,13 @@ async def test_page_failing_temporarily_fails_over_and_retries_so_both_channels_
     await svc.telegram("he has a gun")
     sent = await fake_telegram.wait_for_messages(2)
     [page] = [m.text for m in sent if m.chat_id == ALICE_CHAT]
-    await fake_twilio.assert_no_more(0)  # the retry is not due yet
+    await svc.assert_sent(fake_twilio, 0)  # the retry is not due yet
     clock.advance(seconds=2)
     svc.services.worker.wake()
     [sms] = await fake_twilio.wait_for_messages(1)
     assert (sms.to, sms.body) == (ALICE, page)
-    await fake_twilio.assert_no_more(1)
-    await fake_telegram.assert_no_more(2)  # failed over once, not on every retry
+    await svc.assert_sent(fake_twilio, 1)
+    await svc.assert_sent(fake_telegram, 2)  # failed over once, not on every retry
 
     rows = [r for r in await settled(svc) if r.kind == "page"]
     assert [(r.channel, r.status, r.attempts) for r in rows] == [
@@ -545,23 +548,22 @@ async def test_a_stale_sweeper_loses_the_compare_and_set(svc, phones):
     """The fencing token itself: a sweeper that read the escalation before another one fired
     the step sends nothing, even though nothing stops it from trying."""
     n, _ = await open_emergency(svc, phones)
-    engine = make_sync_engine(svc.services.engine.url)
-    stale = Session(engine, expire_on_commit=False)
+    engine = make_engine(svc.services.settings.database.url)  # the other sweeper's own
     try:
-        row = await asyncio.to_thread(stale.get, Escalation, n)
-        await asyncio.to_thread(stale.commit)  # keeps its now-old copy of step and due time
-        assert await sweep_after(svc, 300) == [n]  # another sweeper fires step 1
-        await phones.expect(2)
+        async with AsyncSession(engine, expire_on_commit=False) as stale:
+            row = await stale.get(Escalation, n)
+            await stale.commit()  # keeps its now-old copy of step and due time
+            assert await sweep_after(svc, 300) == [n]  # another sweeper fires step 1
+            await phones.expect(2)
 
-        def fire_stale() -> tuple[bool, int]:
-            fired = _fire(stale, svc.services.escalation, row, svc.clock.now)
-            return fired, len(stale.new)
+            def fire_stale(session: Session) -> tuple[bool, int]:
+                fired = _fire(session, svc.services.escalation, row, svc.clock.now)
+                return fired, len(session.new)
 
-        assert await asyncio.to_thread(fire_stale) == (False, 0)
-        await asyncio.to_thread(stale.commit)
+            assert await stale.run_sync(fire_stale) == (False, 0)
+            await stale.commit()
     finally:
-        await asyncio.to_thread(stale.close)
-        engine.dispose()
+        await engine.dispose()
     await phones.nothing_more()
     assert len([r for r in await svc.all(Outbox) if r.kind == "page"]) == 3
 

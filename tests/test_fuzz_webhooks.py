@@ -27,7 +27,6 @@ import asyncio
 import json
 import logging
 import os
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,12 +38,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import MultiDict
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.request_validator import RequestValidator
 
 from bot.storage.models import Outbox, Staff
 from tests.conftest import PUBLIC_URL, WEBHOOK_SECRET, Service, StartService
+from tests.databases import Raw
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fixtures import (
@@ -55,6 +54,7 @@ from tests.fixtures import (
     twilio_signature,
 )
 from tests.raw_http import raw_post
+from tests.waiting import eventually
 
 EXAMPLES = int(os.environ.get("TRIAGE_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
@@ -413,23 +413,21 @@ FOOTPRINT = """SELECT
 class Watched:
     svc: Service
     recorder: Recorder
-    db: sqlite3.Connection
+    db: Raw
     statuses: dict[tuple[bool, int], int] = field(default_factory=dict)
 
-    def footprint(self) -> tuple[Any, ...]:
-        """How many rows each table holds and its highest id, and the spool's files.
-
-        Read with the stdlib sqlite3 on the loop (a millisecond): a committed write is
-        visible to it in WAL mode, and it costs a third of a round trip through aiosqlite."""
-        row = self.db.execute(FOOTPRINT).fetchone()
+    async def footprint(self) -> tuple[Any, ...]:
+        """How many rows each table holds and its highest id, and the spool's files, read
+        beside the service (tests.databases.Raw)."""
+        [row] = await self.db.rows(FOOTPRINT)
         spool = self.svc.services.spool
         held = spool.directory / "held"
         return (*row, len(spool), len(list(held.iterdir())) if held.is_dir() else 0)
 
     async def check(self, request: Request) -> None:
-        before = self.footprint()
+        before = await self.footprint()
         status = await raw_post(self.svc.client, request.target, request.headers, request.body)
-        after = self.footprint()
+        after = await self.footprint()
         logged = self.recorder.take_bad()
         key = (request.signed, status)
         self.statuses[key] = self.statuses.get(key, 0) + 1
@@ -442,15 +440,13 @@ class Watched:
     async def quiet(self) -> None:
         """Wait until the outbox has nothing pending or in flight; then check the logs once
         more, for whatever the last sends logged."""
-        deadline = asyncio.get_running_loop().time() + QUIET_SECONDS
 
-        async def busy(session: AsyncSession) -> int:
+        async def settled(session: AsyncSession) -> bool:
             unsettled = Outbox.status.in_(["pending", "sending"])
-            return await session.scalar(select(func.count()).where(unsettled)) or 0
+            return not await session.scalar(select(func.count()).where(unsettled))
 
-        while await self.svc.query(busy):
-            assert asyncio.get_running_loop().time() < deadline, "the outbox never settled"
-            await asyncio.sleep(0.05)
+        await eventually(lambda: self.svc.query(settled), "the outbox to settle",
+                         QUIET_SECONDS, every=0.05)
         assert self.recorder.take_bad() == []
 
 
@@ -478,10 +474,9 @@ async def watched(
     svc = await start_service(fake_twilio, fake_telegram,
                               escalation={"sweep_interval_seconds": 3600})
     await add_admin(svc)
-    path = make_url(svc.services.settings.database.url).database
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = await Raw.open(svc.services.settings.database.url)
     yield Watched(svc, recorder, db)
-    db.close()
+    await db.close()
 
 
 async def add_admin(svc: Service) -> None:

@@ -22,9 +22,9 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from bot.domain import Direction, OutboxStatus
+from bot.domain import Direction
 from bot.storage.database import make_engine
-from bot.storage.models import Escalation, Message, Outbox, ProviderEvent
+from bot.storage.models import Escalation, Message, ProviderEvent
 from tests.conftest import ROOT
 from tests.databases import on_postgres
 from tests.fakes.twilio_api import FakeTwilio
@@ -37,8 +37,20 @@ from tests.fixtures import (
     set_config_keys,
     twilio_signature,
 )
-from tests.subprocesses import ONCALL_PHONE, ONCALL_USER, add_oncall_staff, free_port, service_env
-from tests.test_restart import INBOUND_PATH, kill, running, tail, wait_healthy
+from tests.subprocesses import (
+    INBOUND_PATH,
+    ONCALL_PHONE,
+    ONCALL_USER,
+    UNSETTLED,
+    add_oncall_staff,
+    free_port,
+    kill,
+    outbox_drained,
+    running,
+    scalar,
+    service_env,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.skipif(
     not on_postgres(), reason="several processes share one database only on PostgreSQL"
@@ -69,11 +81,6 @@ def write_config(folder: Path, port: int, database_url: str, twilio_url: str) ->
         "outbox": {"send_timeout_seconds": 2},
     }), encoding="utf-8")
     return path
-
-
-async def count(engine, query) -> int:  # type: ignore[no-untyped-def]
-    async with engine.connect() as conn:
-        return int((await conn.execute(query)).scalar_one())
 
 
 async def test_two_processes_take_everything_once_even_when_one_is_killed(
@@ -156,25 +163,19 @@ async def test_two_processes_take_everything_once_even_when_one_is_killed(
             halfway.set()
             await kill_task
 
-            busy = select(func.count()).select_from(Outbox).where(
-                Outbox.status.in_([OutboxStatus.PENDING, OutboxStatus.SENDING]))
-            async with asyncio.timeout(DRAIN_SECONDS):
-                while await count(engine, busy):
-                    assert first.returncode is None, tail(logs[0])
-                    await asyncio.sleep(0.2)
-            assert first.returncode is None, tail(logs[0])
+            await outbox_drained(engine, [first], [logs[0]], DRAIN_SECONDS)
 
         assert len(answered) == total
         firsts = Counter(m.to for m in fake.sent if m.body.startswith(FIRST_REPLY))
         assert {n: firsts[n] for n in numbers() if firsts[n] != 1} == {}
-        assert await count(engine, select(func.count()).select_from(ProviderEvent)) == total
+        assert await scalar(engine, select(func.count()).select_from(ProviderEvent)) == total
         inbound = select(func.count()).select_from(Message).where(
             Message.direction == Direction.INBOUND)
-        assert await count(engine, inbound) == total
-        assert await count(engine, select(func.count()).select_from(Escalation)) == EMERGENCIES
+        assert await scalar(engine, inbound) == total
+        assert await scalar(engine, select(func.count()).select_from(Escalation)) == EMERGENCIES
         pages = [m.body for m in fake.sent if m.to == ONCALL_PHONE]
         assert len(pages) == EMERGENCIES and len(set(pages)) == EMERGENCIES
-        assert await count(engine, busy) == 0
+        assert await scalar(engine, UNSETTLED) == 0
     finally:
         await engine.dispose()
         await fake.close()

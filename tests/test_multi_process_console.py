@@ -17,9 +17,8 @@ import pytest
 from tests.databases import on_postgres
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fixtures import ACCOUNT_SID, AUTH_TOKEN, encode_form, load_twilio_form, twilio_signature
-from tests.subprocesses import free_port, service_env
+from tests.subprocesses import INBOUND_PATH, free_port, running, service_env, wait_healthy
 from tests.test_multi_process import write_config
-from tests.test_restart import INBOUND_PATH, running, wait_healthy
 
 pytestmark = pytest.mark.skipif(
     not on_postgres(), reason="several processes share one database only on PostgreSQL"

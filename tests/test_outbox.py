@@ -52,7 +52,7 @@ async def test_permanent_error_is_not_retried(start_service, fake_twilio, clock)
     rows = await wait_until(svc, lambda rows: rows[0].status == "failed")
     assert rows[0].attempts == 1 and rows[0].last_error == "twilio:400:21211"
     await settle(svc, clock, 600)
-    await fake_twilio.assert_no_more(0)
+    await svc.assert_sent(fake_twilio, 0)
 
 
 async def test_gives_up_after_max_attempts(start_service, fake_twilio, clock):
@@ -79,7 +79,7 @@ async def test_send_to_opted_out_contact_is_refused(start_service, fake_twilio, 
     await settle(svc, clock, 5)
     rows = await wait_until(svc, lambda rows: rows[0].status == "refused")
     assert rows[0].last_error == "opted_out"
-    await fake_twilio.assert_no_more(0)
+    await svc.assert_sent(fake_twilio, 0)
 
 
 async def test_restart_resumes_a_send_cut_off_mid_flight(start_service, fake_twilio, clock):

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-import asyncpg
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from bot.storage.database import ensure_schema, make_engine
 from bot.storage.models import Message
-from tests.databases import _dsn, on_postgres
+from tests.databases import connect, on_postgres
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.skipif(not on_postgres(), reason="PostgreSQL only")
 
@@ -37,20 +37,24 @@ async def test_a_unit_waiting_on_a_row_lock_holds_up_no_inbound_message(
     svc = await start_service(fake_twilio, database={"write_timeout_seconds": 2})
     await svc.sms("Hello")  # conversation #1
     await svc.outbox_idle()
-    blocker = await asyncpg.connect(_dsn(database_url))
-    schema = database_url.rsplit("search_path=", 1)[1]
+    blocker = await connect(database_url)
     try:
         transaction = blocker.transaction()
         await transaction.start()
-        await blocker.execute(f'SET search_path TO "{schema}"')
         await blocker.execute("SELECT id FROM conversations WHERE id = 1 FOR UPDATE")
 
         def touch_conversation_one(session: Session) -> None:
             session.execute(text("UPDATE conversations SET priority = 50 WHERE id = 1"))
 
         waiting = asyncio.create_task(svc.services.writer.run(touch_conversation_one))
-        await asyncio.sleep(0.2)
-        assert not waiting.done()  # it waits on the lock
+
+        async def blocked() -> bool:  # a backend of the service's waits on our lock
+            return bool(await blocker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                blocker.get_server_pid()))
+
+        await eventually(blocked, "the unit to wait on the row lock")
+        assert not waiting.done()
         started = time.monotonic()
         answers = await asyncio.gather(*(svc.sms("hi", from_=f"+1314555{150 + n:04d}")
                                          for n in range(12)))

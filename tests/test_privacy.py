@@ -12,6 +12,7 @@ from bot.logs import REDACTED_EVENT
 from bot.storage.models import Contact, Conversation, Message, Outbox
 from schedules.retention import purge_job
 from tests.conftest import WEBHOOK_SECRET, Service
+from tests.databases import at_rest
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fixtures import (
     CONTACT_NUMBER,
@@ -21,30 +22,27 @@ from tests.fixtures import (
     unparseable_telegram_update,
 )
 from tests.test_sms_flow import wait_until_sent
-from tests.test_telegram import wait_for_offset_past, wait_until
+from tests.test_telegram import wait_for_offset_past
+from tests.waiting import eventually
 
 SECRET_TEXT = "Maria at the Lakeview motel room 12"
 SECOND_CHAT = 700000145
 UNPARSEABLE_CHAT = 700000177
 
 
-def raw_database(svc: Service) -> bytes:
-    path = svc.services.settings.database.url.split("///", 1)[1]
-    data = b""
-    for suffix in ("", "-wal"):
-        try:
-            with open(path + suffix, "rb") as f:
-                data += f.read()
-        except FileNotFoundError:
-            pass
-    return data
+async def raw_database(svc: Service) -> bytes:
+    """The database as it lies at rest, once it holds the contact (so the read is not of an
+    empty or another database)."""
+    raw = await at_rest(svc.services.settings.database.url)
+    assert svc.services.cipher.address_hash("sms", CONTACT_NUMBER).encode() in raw
+    return raw
 
 
 async def test_bodies_and_addresses_are_encrypted_at_rest(start_service, fake_twilio):
     svc = await start_service(fake_twilio)
     await svc.sms(SECRET_TEXT)
     await fake_twilio.wait_for_messages(1)
-    raw = raw_database(svc)
+    raw = await raw_database(svc)
     for needle in (CONTACT_NUMBER, CONTACT_NUMBER[2:], "Lakeview", "immediate danger"):
         assert needle.encode() not in raw, needle
     [contact] = await svc.all(Contact)
@@ -57,7 +55,7 @@ async def test_provider_location_fields_are_dropped(start_service, fake_twilio):
     status, _ = await svc.sms("Hello", FromCity="SAINT LOUIS", FromZip="63101",
                               FromState="MO", ToCity="SAINT LOUIS")
     assert status == 200
-    raw = raw_database(svc)
+    raw = await raw_database(svc)
     assert b"63101" not in raw and b"SAINT LOUIS" not in raw
     for row in await svc.all(Message):
         assert "63101" not in svc.decrypt(row.body_enc)
@@ -132,14 +130,14 @@ async def test_logs_hold_no_text_or_address_for_a_whole_conversation(
         failed = {r.channel for r in await svc.all(Outbox) if r.last_error is not None}
         return failed == {"sms", "telegram"}
 
-    await wait_until(both_failed_once, "a failed send on each channel")  # before time moves
+    await eventually(both_failed_once, "a failed send on each channel")  # before time moves
     clock.advance(days=1)
     await fake_twilio.wait_for_messages(5)
 
     async def second_chat_answered() -> bool:
         return any(m.chat_id == SECOND_CHAT for m in fake_telegram.sent)
 
-    await wait_until(second_chat_answered, "the retried reply to the second Telegram chat")
+    await eventually(second_chat_answered, "the retried reply to the second Telegram chat")
     entries = captured_logs.entries()
     assert any(e["event"] == "inbound_taken" for e in entries)  # the capture works
     assert any(e["logger"].startswith("telegram") for e in entries)  # libraries at DEBUG too

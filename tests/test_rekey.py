@@ -5,12 +5,10 @@ still holds."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -25,6 +23,7 @@ from tests.conftest import ROOT, Env, Service
 from tests.fixtures import set_config_keys
 from tests.test_cli import cli_env
 from tests.test_escalation import ALICE, ONCALL, POLICY, register_staff
+from tests.waiting import eventually
 
 CONTACTS = [f"+1{601 + n // 100}55501{n % 100:02d}" for n in range(150)]  # fictional
 ERASED = "+13145550180"
@@ -78,11 +77,12 @@ async def test_rekey_survives_a_kill_and_the_old_key_can_go(
         "database": {"url": env.database_url},
     }))
     first = rekey(env.tmp_path, f"{new},{old}", "--batch", "5")
-    deadline = time.monotonic() + KILL_WAIT
-    while await under_key(env.database_url, new_id) < 20:  # well under way: kill it
+
+    async def well_under_way() -> bool:
         assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, "rekey made no progress"
-        await asyncio.sleep(0.05)
+        return await under_key(env.database_url, new_id) >= 20
+
+    await eventually(well_under_way, "rekey to make progress", KILL_WAIT, every=0.05)
     os.kill(first.pid, signal.SIGKILL)
     first.communicate()  # closes its pipes too
     assert await under_key(env.database_url, old_id) > 0  # cut off halfway

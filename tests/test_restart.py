@@ -8,18 +8,13 @@ so the new process must send the re-page, once, with the same text as the first 
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sys
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 
+from bot.storage.database import make_engine
 from tests.conftest import ROOT
-from tests.fakes.twilio_api import FakeTwilio, SentSms
+from tests.fakes.twilio_api import FakeTwilio
 from tests.fixtures import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -30,28 +25,35 @@ from tests.fixtures import (
     twilio_signature,
 )
 from tests.subprocesses import (
+    INBOUND_PATH,
     ONCALL_PHONE,
     ONCALL_USER,
     add_oncall_staff,
+    alive,
+    escalations_opened,
     free_port,
+    kill,
+    more_sweeps,
+    outbox_drained,
+    running,
+    sent_to,
     service_env,
+    wait_for_sent,
+    wait_healthy,
 )
 
 CONTACT = "+13145550123"
-INBOUND_PATH = "/webhooks/twilio/sms"
 REPAGE_AFTER_SECONDS = 4
 SWEEP_INTERVAL_SECONDS = 1
-KILL_AFTER_FIRST_PAGE = 1.0  # well before the re-page is due
-WAIT_SECONDS = 30.0  # the bound on every single wait in this file
-SETTLE_SECONDS = 3 * SWEEP_INTERVAL_SECONDS + 0.5  # three sweeps that must page nobody
-POLL_SECONDS = 0.05
+SWEEPS_BEFORE_KILL = 1  # well before the re-page is due
+SWEEPS_AFTER_REPAGE = 3  # sweeps that must page nobody
 
 
-def write_config(folder: Path, port: int, twilio_url: str) -> Path:
+def write_config(folder: Path, port: int, twilio_url: str, database_url: str) -> Path:
     example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
     text = set_config_keys(example, {
         "server": {"port": port, "public_url": f"http://127.0.0.1:{port}"},
-        "database": {"url": f"sqlite+aiosqlite:///{folder / 'triage.db'}"},
+        "database": {"url": database_url},
         "sms": {"enabled": True, "account_sid": ACCOUNT_SID, "from_number": OUR_NUMBER,
                 "api_base_url": twilio_url},
         "oncall": {"rotation": [ONCALL_USER]},
@@ -62,47 +64,6 @@ def write_config(folder: Path, port: int, twilio_url: str) -> Path:
     path = folder / "config.toml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-@asynccontextmanager
-async def running(folder: Path, config: Path, env: dict[str, str],
-                  log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python -m bot run`; killed on the way out whatever happened."""
-    with log.open("ab") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", "--config", str(config),
-            cwd=folder, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
-        )
-    try:
-        yield proc
-    finally:
-        await kill(proc)
-
-
-def tail(log: Path, lines: int = 40) -> str:
-    """The end of the service's log, for a failure message."""
-    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-
-
-async def kill(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGKILL)
-    await asyncio.wait_for(proc.wait(), WAIT_SECONDS)
-
-
-async def wait_healthy(session: aiohttp.ClientSession, base: str,
-                       proc: asyncio.subprocess.Process, log: Path) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        assert proc.returncode is None, f"run exited early:\n{tail(log)}"
-        try:
-            async with session.get(f"{base}/healthz") as response:
-                if response.status == 200:
-                    return
-        except (aiohttp.ClientError, TimeoutError):
-            pass  # not listening yet
-        assert time.monotonic() < deadline, f"/healthz never answered:\n{tail(log)}"
-        await asyncio.sleep(POLL_SECONDS)
 
 
 async def post_emergency(session: aiohttp.ClientSession, base: str, body: str) -> None:
@@ -116,29 +77,15 @@ async def post_emergency(session: aiohttp.ClientSession, base: str, body: str) -
         assert response.status == 200, await response.text()
 
 
-def sent_to(fake: FakeTwilio, number: str) -> list[SentSms]:
-    return [sms for sms in fake.sent if sms.to == number]
-
-
-async def wait_for_sent(fake: FakeTwilio, number: str, n: int, log: Path) -> list[SentSms]:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while len(sent_to(fake, number)) < n:
-        assert time.monotonic() < deadline, (
-            f"expected {n} messages to {number}, got {sent_to(fake, number)!r}:\n"
-            f"{tail(log)}"
-        )
-        await asyncio.sleep(POLL_SECONDS)
-    return sent_to(fake, number)
-
-
-async def test_repage_arrives_exactly_once_after_sigkill(tmp_path: Path) -> None:
+async def test_repage_arrives_exactly_once_after_sigkill(tmp_path: Path, database_url: str):
     fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
     await fake.start()
+    engine = make_engine(database_url)
     try:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        config = write_config(tmp_path, port, fake.base_url)
-        env = service_env()
+        config = write_config(tmp_path, port, fake.base_url, database_url)
+        env = service_env(log_level="DEBUG")  # DEBUG: the log shows each sweep
         log = tmp_path / "service.log"
         await add_oncall_staff(tmp_path, config, env)
         # force_close: no pooled connection to the killed process is reused for the next one.
@@ -150,7 +97,8 @@ async def test_repage_arrives_exactly_once_after_sigkill(tmp_path: Path) -> None
                 await post_emergency(session, base, "he has a gun")
                 [page] = await wait_for_sent(fake, ONCALL_PHONE, 1, log)
                 await wait_for_sent(fake, CONTACT, 1, log)  # the emergency reply
-                await asyncio.sleep(KILL_AFTER_FIRST_PAGE)
+                # The first process sweeps (and must not re-page early), then dies.
+                await more_sweeps(SWEEPS_BEFORE_KILL, [first], [log])
                 await kill(first)
             # The killed process sent no re-page: any that comes is the restarted one's.
             assert len(sent_to(fake, ONCALL_PHONE)) == 1, (
@@ -161,17 +109,22 @@ async def test_repage_arrives_exactly_once_after_sigkill(tmp_path: Path) -> None
             async with running(tmp_path, config, env, log) as second:
                 await wait_healthy(session, base, second, log)
                 first_page, repage = await wait_for_sent(fake, ONCALL_PHONE, 2, log)
-                await asyncio.sleep(SETTLE_SECONDS)
-                assert second.returncode is None, tail(log)
+                # Quiet: the restarted process sweeps on and its outbox has nothing left.
+                await more_sweeps(SWEEPS_AFTER_REPAGE, [second], [log])
+                await outbox_drained(engine, [second], [log])
+                alive([second], [log])
 
         assert len(sent_to(fake, ONCALL_PHONE)) == 2, sent_to(fake, ONCALL_PHONE)
         assert first_page == page
         assert repage.body == page.body
         assert page.body.startswith("EMERGENCY #")
         # Not fired early by the restart: the step was due REPAGE_AFTER_SECONDS after opening.
-        waited = repage.accepted_at_monotonic - page.accepted_at_monotonic
-        assert waited >= REPAGE_AFTER_SECONDS - 0.5, waited
+        [(number, opened)] = (await escalations_opened(engine)).items()
+        assert page.body.startswith(f"EMERGENCY #{number} ")
+        waited = (repage.date_created - opened).total_seconds()
+        assert waited >= REPAGE_AFTER_SECONDS, waited
         # Nothing the first process had sent was sent again.
         assert len(sent_to(fake, CONTACT)) == to_contact
     finally:
+        await engine.dispose()
         await fake.close()

@@ -3,7 +3,6 @@ to the fake Twilio, and what a contact sees on their phone."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import timedelta
 
@@ -30,6 +29,7 @@ from tests.fixtures import (
     load_twilio_form,
     twilio_signature,
 )
+from tests.waiting import eventually
 
 EN = example_config()["replies"]["en"]
 ES = example_config()["replies"]["es"]
@@ -111,7 +111,7 @@ async def test_during_hours_later_messages_get_no_automatic_reply(svc, fake_twil
     await fake_twilio.wait_for_messages(1)
     await svc.sms("I have a question about a job offer")
     await svc.sms("It seemed strange")
-    await fake_twilio.assert_no_more(1)
+    await svc.assert_sent(fake_twilio, 1)
     [_conversation] = await svc.all(Conversation)
     assert await count(svc, Message) == 4  # three in, one automatic reply
 
@@ -123,18 +123,18 @@ async def test_after_hours_notice_once_per_closed_period(svc, fake_twilio, clock
     await svc.sms("are you there?")
     await svc.sms("hello??")
     sent = await fake_twilio.wait_for_messages(2)
-    await fake_twilio.assert_no_more(2)
-    assert sent[1].body != EN["after_hours"]
+    await svc.assert_sent(fake_twilio, 2)
+    assert sent[1].body == EN["safe_question"]  # not a second after-hours notice
 
     # Monday: open, then closed again Monday night: a new closed period, one new notice.
     clock.now = MONDAY_10AM
     await svc.sms("anyone?")
-    await fake_twilio.assert_no_more(2)
+    await svc.assert_sent(fake_twilio, 2)
     clock.now = MONDAY_10AM + timedelta(hours=9)  # 19:00 Chicago
     await svc.sms("still waiting")
     await svc.sms("please")
     sent = await fake_twilio.wait_for_messages(3)
-    await fake_twilio.assert_no_more(3)
+    await svc.assert_sent(fake_twilio, 3)
     assert sent[2].body == EN["after_hours"].format(next_opening="tomorrow at 9:00 AM")
 
 
@@ -151,7 +151,7 @@ async def test_intake_answer_then_safe_to_text_question(svc, fake_twilio):
     assert conversation.safe_to_text is False
     assert conversation.intake_state == IntakeState.DONE
     await svc.sms("3")  # no longer an intake answer: just a message
-    await fake_twilio.assert_no_more(3)
+    await svc.assert_sent(fake_twilio, 3)
 
 
 async def test_safe_answer_is_acknowledged(svc, fake_twilio):
@@ -185,7 +185,7 @@ async def test_emergency_text_at_most_once_every_ten_minutes(svc, fake_twilio, c
     await svc.sms("I am in danger")
     await svc.sms("he will kill me")
     sent = await fake_twilio.wait_for_messages(1)
-    await fake_twilio.assert_no_more(1)
+    await svc.assert_sent(fake_twilio, 1)
     assert sent[0].body == EN["emergency"].format(safety=SAFETY)
     assert len(await svc.all(Escalation)) == 1  # one open escalation per conversation
     clock.advance(minutes=10)
@@ -222,7 +222,7 @@ async def test_stop_blocks_all_later_sends(svc, fake_twilio):
     await svc.sms("HELP")
     await svc.sms("he has a gun")
     # Twilio confirms STOP itself on SMS; we send nothing at all from here on.
-    await fake_twilio.assert_no_more(1)
+    await svc.assert_sent(fake_twilio, 1)
     [contact] = await svc.all(Contact)
     assert contact.opted_out is True
     # The messages still reach the queue, and the emergency still escalates.
@@ -238,7 +238,7 @@ async def test_stop_cancels_a_reply_not_yet_sent(svc, fake_twilio, clock):
     await svc.sms("STOP")
     clock.advance(minutes=5)  # the retry would be due now
     svc.services.worker.wake()
-    await fake_twilio.assert_no_more(0, wait=0.5)
+    await svc.assert_sent(fake_twilio, 0)
     [row] = await svc.all(Outbox)
     assert row.status == "cancelled" and row.body_enc is None
 
@@ -273,7 +273,7 @@ async def test_exit_closes_silently(svc, fake_twilio):
     await svc.sms("Hello")
     await fake_twilio.wait_for_messages(1)
     await svc.sms("salir")
-    await fake_twilio.assert_no_more(1)
+    await svc.assert_sent(fake_twilio, 1)
     [conversation] = await svc.all(Conversation)
     assert conversation.status == "closed" and conversation.outcome == "quick_exit"
     # Writing again opens a new conversation: a first contact again.
@@ -303,7 +303,7 @@ async def test_duplicate_message_sid_replies_once(svc, fake_twilio):
     assert (await svc.sms("Hello", sid=sid))[0] == 200
     assert (await svc.sms("Hello", sid=sid))[0] == 200
     await fake_twilio.wait_for_messages(1)
-    await fake_twilio.assert_no_more(1)
+    await svc.assert_sent(fake_twilio, 1)
     assert await count(svc, ProviderEvent) == 1
     assert await count(svc, Message) == 2
 
@@ -314,7 +314,7 @@ async def test_bad_or_missing_signature_is_403_and_writes_nothing(svc, fake_twil
     assert status == 403
     assert await count(svc, ProviderEvent) == 0
     assert await count(svc, Contact) == 0
-    await fake_twilio.assert_no_more(0)
+    await svc.assert_sent(fake_twilio, 0)
 
 
 async def test_signature_is_checked_against_the_public_url(svc, fake_twilio):
@@ -428,7 +428,7 @@ async def test_send_error_21610_marks_contact_opted_out(svc, fake_twilio):
     [contact] = await svc.all(Contact)
     assert contact.opted_out is True
     await svc.sms("Hello again")
-    await fake_twilio.assert_no_more(0)
+    await svc.assert_sent(fake_twilio, 0)
 
 
 async def wait_until_sent(svc: Service) -> None:
@@ -436,14 +436,13 @@ async def wait_until_sent(svc: Service) -> None:
 
 
 async def wait_until(svc: Service, condition, seconds: float = 5.0) -> list[Outbox]:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        rows = await svc.all(Outbox)
-        if rows and condition(rows):
-            return rows
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"outbox never got there: {[r.status for r in rows]}")
-        await asyncio.sleep(0.02)
+    """The outbox's rows, once there are some and `condition(rows)` holds."""
+
+    async def rows() -> list[Outbox] | None:
+        found = await svc.all(Outbox)
+        return found if found and condition(found) else None
+
+    return await eventually(rows, "the outbox rows to get there", seconds)
 
 
 async def test_reply_goes_from_the_number_the_contact_wrote_to(svc, fake_twilio):

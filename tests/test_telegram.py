@@ -4,12 +4,10 @@ was asked to send) and what staff would find in the database."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -38,8 +36,7 @@ from tests.fixtures import (
     load_telegram_update,
     unparseable_telegram_update,
 )
-
-T = TypeVar("T")
+from tests.waiting import eventually
 
 WEBHOOK_PATH = "/webhooks/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -73,22 +70,6 @@ def calls_to(fake: FakeTelegram, method: str) -> list[dict[str, Any]]:
 def assert_never_says_text_911(sent: list[SentTelegram]) -> None:
     offending = [m.text for m in sent if TEXT_911.search(m.text)]
     assert not offending, f"Telegram cannot reach 911 by text, yet we said so: {offending!r}"
-
-
-async def wait_until(
-    check: Callable[[], Awaitable[T]],
-    what: str,
-    timeout: float = 5.0,  # noqa: ASYNC109 - a deadline for polling, not a cancel scope
-) -> T:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def post_raw(service: Service, body: bytes, headers: dict[str, str]) -> int:
@@ -135,7 +116,7 @@ async def test_telegram_first_message_gets_safety_reply(
     assert "1-888-373-7888" in reply.text
     assert render("en", "intake_question") in reply.text
     assert_never_says_text_911([reply])
-    await fake_telegram.assert_no_more(1)
+    await service.assert_sent(fake_telegram, 1)
     [conversation] = await service.all(Conversation)
     assert conversation.channel == "telegram"
     assert conversation.status == "open"
@@ -158,7 +139,7 @@ async def test_start_command_is_first_contact(
     assert status == 200
     sent = await fake_telegram.wait_for_messages(2)
     assert sent[1].text == first_contact_during_hours("en")
-    await fake_telegram.assert_no_more(2)
+    await service.assert_sent(fake_telegram, 2)
     assert len(await service.all(Conversation)) == 1
 
 
@@ -170,7 +151,7 @@ async def test_duplicate_update_id_replies_once(
     again = await service.telegram("Hello", update_id=424242)
 
     assert first[0] == again[0] == 200
-    await fake_telegram.assert_no_more(1)
+    await service.assert_sent(fake_telegram, 1)
     assert len(await inbound_messages(service)) == 1
     assert [(e.channel, e.provider_id) for e in await service.all(ProviderEvent)] == [
         ("telegram", "424242")
@@ -188,7 +169,7 @@ async def test_wrong_or_missing_secret_token_is_403_and_writes_nothing(
     assert wrong == 403
     assert response.status == 403
     await assert_nothing_written(service)
-    await fake_telegram.assert_no_more(0)
+    await service.assert_sent(fake_telegram, 0)
 
 
 @pytest.mark.parametrize("fixture", ["group_message", "edited_message"])
@@ -199,7 +180,7 @@ async def test_group_and_edited_messages_are_ignored(
 
     assert status == 200
     await assert_nothing_written(service)
-    await fake_telegram.assert_no_more(0)
+    await service.assert_sent(fake_telegram, 0)
 
 
 @pytest.mark.parametrize(
@@ -222,7 +203,7 @@ async def test_malformed_update_is_400(
 
     assert await post_raw(service, body, headers) == 400
     await assert_nothing_written(service)
-    await fake_telegram.assert_no_more(0)
+    await service.assert_sent(fake_telegram, 0)
 
 
 async def test_stop_on_telegram_sends_one_confirmation_then_nothing(
@@ -238,7 +219,7 @@ async def test_stop_on_telegram_sends_one_confirmation_then_nothing(
     status, _ = await service.telegram("hello again")
 
     assert status == 200
-    await fake_telegram.assert_no_more(1, wait=1.5)
+    await service.assert_sent(fake_telegram, 1)
     assert len(calls_to(fake_telegram, "sendMessage")) == 1
     bodies = [service.decrypt(m.body_enc) for m in await inbound_messages(service)]
     assert "hello again" in bodies  # still reaches the staff queue
@@ -260,12 +241,12 @@ async def test_rate_limited_send_honours_retry_after(
             return rows[0]
         return None
 
-    failed = await wait_until(failed_attempt_recorded, "the 429 to be recorded on the outbox row")
+    failed = await eventually(failed_attempt_recorded, "the 429 to be recorded on the outbox row")
     assert len(calls_to(fake_telegram, "sendMessage")) == 1
     assert failed.last_error == "telegram:429"
     assert failed.next_attempt_at >= MONDAY_10AM + timedelta(seconds=1)
     # The service's clock has not moved: retry_after has not passed, so nothing may go out.
-    await fake_telegram.assert_no_more(0, wait=1.5)
+    await service.assert_sent(fake_telegram, 0)
 
     clock.advance(seconds=2)
 
@@ -278,7 +259,7 @@ async def test_rate_limited_send_honours_retry_after(
         [row] = await service.all(Outbox)
         return row if row.status == "sent" else None
 
-    row = await wait_until(sent_row, "the outbox row to be marked sent")
+    row = await eventually(sent_row, "the outbox row to be marked sent")
     assert row.attempts == 2
 
 
@@ -303,7 +284,7 @@ async def test_polling_mode_takes_updates_and_replies(
     async def confirming_poll() -> bool:
         return any(p.get("offset") == update_id + 1 for p in calls_to(fake_telegram, "getUpdates"))
 
-    await wait_until(confirming_poll, f"a getUpdates with offset={update_id + 1}")
+    await eventually(confirming_poll, f"a getUpdates with offset={update_id + 1}")
     polls = calls_to(fake_telegram, "getUpdates")
     assert polls[0].get("offset") is None  # nothing confirmed before it was stored
     assert [(e.channel, e.provider_id) for e in await service.all(ProviderEvent)] == [
@@ -319,7 +300,7 @@ async def test_webhook_mode_registers_webhook_with_secret(
     async def registered() -> dict[str, Any] | None:
         return fake_telegram.webhook
 
-    webhook = await wait_until(registered, "a setWebhook call")
+    webhook = await eventually(registered, "a setWebhook call")
 
     assert webhook is not None
     assert webhook["url"] == PUBLIC_URL + WEBHOOK_PATH
@@ -348,7 +329,7 @@ async def test_spanish_first_message_answered_in_spanish(
     [reply] = await fake_telegram.wait_for_messages(1)
     assert reply.text.startswith("Gracias por escribirnos")
     assert reply.text == first_contact_during_hours("es")
-    await fake_telegram.assert_no_more(1)
+    await service.assert_sent(fake_telegram, 1)
 
 
 async def test_emergency_on_telegram_never_says_text_911(
@@ -363,7 +344,7 @@ async def test_emergency_on_telegram_never_says_text_911(
     [escalation] = await service.all(Escalation)
     assert escalation.status == "open"
     assert escalation.channel == "telegram"
-    await fake_telegram.assert_no_more(1)
+    await service.assert_sent(fake_telegram, 1)
     assert_never_says_text_911(fake_telegram.sent)
 
 
@@ -384,7 +365,7 @@ async def wait_for_offset_past(fake: FakeTelegram, update_id: int) -> None:
         offsets = [p.get("offset") for p in calls_to(fake, "getUpdates")]
         return any(isinstance(offset, int) and offset > update_id for offset in offsets)
 
-    await wait_until(confirmed, f"a getUpdates with an offset past {update_id}")
+    await eventually(confirmed, f"a getUpdates with an offset past {update_id}")
 
 
 def assert_logged_by_id_only(logs: CapturedLogs, update_id: int) -> None:
@@ -503,7 +484,7 @@ async def test_polling_restarts_after_a_crash_and_readyz_reports_it(
         answer = await readyz(service)
         return answer if answer[0] == 503 else None
 
-    _, body = await wait_until(down, "readyz to report Telegram polling down")
+    _, body = await eventually(down, "readyz to report Telegram polling down")
     assert body["telegram"] is False
     assert body["database"] is True  # only the channel is down
 
@@ -516,7 +497,7 @@ async def test_polling_restarts_after_a_crash_and_readyz_reports_it(
         answer = await readyz(service)
         return answer if answer[0] == 200 else None
 
-    _, body = await wait_until(up, "readyz to report Telegram polling up again")
+    _, body = await eventually(up, "readyz to report Telegram polling up again")
     assert body["telegram"] is True
     failures = [e for e in captured_logs.entries()
                 if e["event"] in ("telegram_polling_crashed", "telegram_polling_error")]

@@ -182,13 +182,12 @@ async def test_the_chat_asks_new_people_to_wait_when_full(start_service, fake_tw
 
 
 async def test_when_storage_is_down_the_safety_text_comes_back_in_the_answer(
-    start_service, fake_twilio, env
+    start_service, fake_twilio
 ):
-    db_path = env.tmp_path / "triage.db"
     svc = await start_service(fake_twilio, **FAST_FALLBACK)
     chat = Chat(svc)
     await chat.open()
-    with database_down(db_path):
+    async with database_down(svc):
         status, data = await chat.say("hello")
     assert status == 200 and data["fallback"] == SAFETY
     assert await svc.services.intake.drain_spool() == 1

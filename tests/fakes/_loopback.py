@@ -101,14 +101,3 @@ async def wait_for_count(
             f"expected at least {n} {what} within {seconds}s, got {len(items)}: {list(items)!r}"
         )
     return list(items)
-
-
-async def assert_count_stays(
-    items: Sequence[T], changed: Signal, after: int, wait: float, what: str
-) -> None:
-    # Fails as soon as an extra item lands rather than always sleeping the full wait.
-    if await changed.wait_until(lambda: len(items) > after, wait):
-        raise AssertionError(
-            f"expected no more than {after} {what}, got {len(items)}; "
-            f"extra: {list(items[after:])!r}"
-        )

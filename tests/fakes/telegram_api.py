@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from ._loopback import LoopbackServer, Signal, assert_count_stays, client_gone, wait_for_count
+from ._loopback import LoopbackServer, Signal, client_gone, wait_for_count
 
 JsonDict = dict[str, Any]
 
@@ -204,10 +204,6 @@ class FakeTelegram:
     ) -> list[SentTelegram]:
         """Wait until at least ``n`` messages were accepted; AssertionError on timeout."""
         return await wait_for_count(self.sent, self._sent_changed, n, timeout, "Telegram messages")
-
-    async def assert_no_more(self, after: int, wait: float = 0.3) -> None:
-        """Fail if more than ``after`` messages are accepted within ``wait`` seconds."""
-        await assert_count_stays(self.sent, self._sent_changed, after, wait, "Telegram messages")
 
     def _build_app(self) -> web.Application:
         app = web.Application()

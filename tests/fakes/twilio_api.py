@@ -52,7 +52,6 @@ from multidict import MultiDictProxy
 from ._loopback import (
     LoopbackServer,
     Signal,
-    assert_count_stays,
     client_gone,
     take_first,
     wait_for_count,
@@ -284,10 +283,6 @@ class FakeTwilio:
     ) -> list[SentSms]:
         """Wait until at least ``n`` messages were accepted; AssertionError on timeout."""
         return await wait_for_count(self.sent, self._changed, n, timeout, "Twilio messages")
-
-    async def assert_no_more(self, after: int, wait: float = 0.3) -> None:
-        """Fail if more than ``after`` messages are accepted within ``wait`` seconds."""
-        await assert_count_stays(self.sent, self._changed, after, wait, "Twilio messages")
 
     def _build_app(self) -> web.Application:
         app = web.Application()
