@@ -103,6 +103,7 @@ from tests.fixtures import (  # noqa: E402
 )
 
 INBOUND_PATH = "/webhooks/twilio/sms"
+BENCH_KEY = generate_key()  # made at import: the key of the servers this process starts
 THREADS_PATH = "/_bench/threads"  # the served process's thread names, for the CPU split
 PUBLIC_URL = "https://triage.example.org"
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -131,6 +132,7 @@ STOP_TIMEOUT = 15.0
 REQUEST_TIMEOUT = 30.0
 WRK_TIMEOUT = "10s"  # an answer slower than this counts as a timeout, not a latency
 REPLY_WAIT = 10.0  # how long to wait for replies still in flight after the last webhook
+KEY_VARIABLE = "BENCH_ENCRYPTION_KEY"  # how the bench hands its servers their key
 UNPACED_PER_SECOND = 1000  # high enough that the send rate limit never shapes a measurement
 GRID = 1000  # latency percentiles kept per run: 0.1, 0.2, ... 100
 
@@ -199,9 +201,10 @@ def full_settings(
     config = deep_merge(example_config(), overrides)
     if clock.hours is not None:
         config["hours"] = dict(clock.hours)
-    # Secrets come from this dict, never from the environment of whoever runs the bench.
+    # Secrets come from this dict, never from the environment of whoever runs the bench; the
+    # key from the bench itself, one for all processes of a setup (they share a database).
     environ = {
-        "TRIAGE_ENCRYPTION_KEY": generate_key(),
+        "TRIAGE_ENCRYPTION_KEY": os.environ[KEY_VARIABLE],
         "TRIAGE_SESSION_SECRET": "bench-session-secret",
         "TRIAGE_SMS_AUTH_TOKEN": AUTH_TOKEN,
     }
@@ -646,7 +649,7 @@ async def server_process(kind: str, workdir: Path, *extra: str) -> AsyncIterator
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(THIS_FILE), "--serve", kind, *extra,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log_file,
-            cwd=ROOT,
+            cwd=ROOT, env={**os.environ, KEY_VARIABLE: BENCH_KEY},
         )
     try:
         assert proc.stdout is not None
