@@ -87,7 +87,7 @@ WRK_SCRIPT = THIS_FILE.parent / "webhooks.lua"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bot.app import create_app  # noqa: E402
+from bot.app import create_app, tune_gc  # noqa: E402
 from bot.config import Settings, parse_settings  # noqa: E402
 from bot.crypto import generate_key  # noqa: E402
 from bot.logs import configure_logging  # noqa: E402
@@ -255,6 +255,8 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
+        if args.serve == "full" and args.tune_gc:
+            tune_gc()  # as `python -m bot run` does once started
         print(f"READY {runner.addresses[0][1]}", flush=True)
         await wait_for_stop()
     finally:
@@ -692,15 +694,15 @@ async def stop_process(proc: asyncio.subprocess.Process) -> None:
 
 @contextlib.asynccontextmanager
 async def services(
-    db_url: str, workdir: Path, count: int, fake: FakeTwilio, clock: str, log_level: str,
-    paced: bool = True,
+    db_url: str, workdir: Path, count: int, fake: FakeTwilio, clock: str,
+    service_flags: Sequence[str], paced: bool = True,
 ) -> AsyncIterator[list[Server]]:
     """`count` service processes on one database, each with its own folder (and spool)."""
     async with contextlib.AsyncExitStack() as stack:
         servers = []
         for i in range(count):  # one after the other: the first migrates an empty database
             extra = ["--db-url", db_url, "--db-dir", str(workdir / f"p{i}"),
-                     "--twilio-url", fake.base_url, "--clock", clock, "--log-level", log_level]
+                     "--twilio-url", fake.base_url, "--clock", clock, *service_flags]
             server = await stack.enter_async_context(
                 server_process("full", workdir / f"p{i}", *extra, *(["--paced"] * paced)))
             servers.append(server)
@@ -814,7 +816,7 @@ class Options:
     clocks: tuple[str, ...]
     postgres_url: str
     profile: Path | None
-    log_level: str
+    service_flags: tuple[str, ...]  # handed to each `--serve full`: logs and gc
 
 
 async def measure_service(
@@ -823,7 +825,7 @@ async def measure_service(
 ) -> dict[str, Any]:
     workdir = tmp / f"{setup}-{clock}"
     async with database(setup, workdir, opts.postgres_url) as db, \
-            services(db.url, workdir, SETUPS[setup], fake, clock, opts.log_level) as servers:
+            services(db.url, workdir, SETUPS[setup], fake, clock, opts.service_flags) as servers:
         warm = await gen.send(servers, warmup)
         roles = await thread_roles(gen.session, servers)
         before = await cpu_sample(servers, db.admin)
@@ -944,8 +946,8 @@ async def measure_replies(
         warmup = [factory.make(n) for n in REPLY_WARMUP_NUMBERS]
         hooks = [factory.make(n) for n in REPLY_NUMBERS[:size]]
         workdir = tmp / f"replies-{i}"
-        async with services(sqlite_url(workdir), workdir, 1, fake, "open", opts.log_level,
-                            paced=False) as (server,):
+        async with services(sqlite_url(workdir), workdir, 1, fake, "open",
+                            opts.service_flags, paced=False) as (server,):
             # Warm the fresh process so its first, cold request is not a sample.
             await steady(session, fake, server.url, warmup, opts.reply_rate, Replies())
             await steady(session, fake, server.url, hooks, opts.reply_rate, out)
@@ -1136,6 +1138,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "100 replies, unless given")
     parser.add_argument("--log-level", default="INFO",
                         help="the services' log level (INFO, as `python -m bot run` logs)")
+    parser.add_argument("--no-gc-tuning", dest="tune_gc", action="store_false",
+                        help="leave the services' garbage collector as Python sets it")
     parser.add_argument("--json", type=Path, help="write the JSON summary here")
     # Internal: how this script starts the servers under test.
     parser.add_argument("--serve", choices=("full", "bare"), help=argparse.SUPPRESS)
@@ -1181,7 +1185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = Options(
         args.requests, args.warmup, args.bare_requests, args.connections, args.replies,
         args.reply_rate, args.time_limit, args.setups, args.clocks, args.postgres_url,
-        args.profile, args.log_level,
+        args.profile,
+        ("--log-level", args.log_level, *(() if args.tune_gc else ("--no-gc-tuning",))),
     )
     result = asyncio.run(bench(opts, wrk))
     print(report(result), flush=True)

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bot.app import create_app, utc_now
+from bot.app import create_app, tune_gc, utc_now
 from bot.config import ConfigError, Settings, load_settings
 from bot.crypto import Cipher, KeyMaterialError, generate_key
 from bot.domain import StaffRole
@@ -361,6 +361,7 @@ async def _serve(settings: Settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port)
     await site.start()
+    tune_gc()
     logging.getLogger("bot").info(
         "listening", extra={"host": settings.server.host, "port": settings.server.port}
     )

@@ -69,8 +69,8 @@ class BusinessHours:
     weekly: tuple[tuple[Interval, ...], ...]  # index 0 = Monday
     # hash=False: a dict is unhashable, and the weekly hours identify the schedule well enough.
     holidays: Mapping[date, tuple[Interval, ...]] = field(hash=False)
-    # The status of recent UTC minutes. Not part of the value: a memo of pure answers.
-    _minutes: dict[datetime, HoursStatus] = field(
+    # The status of recent minutes (since the epoch). Not part of the value: a memo.
+    _minutes: dict[int, HoursStatus] = field(
         default_factory=dict, init=False, compare=False, hash=False, repr=False
     )
 
@@ -106,12 +106,15 @@ class BusinessHours:
         A minute is all open or all closed, and closed, its next opening is at or after
         the minute's end whichever instant in it is asked, so the answer for the minute's
         start is the answer for all of it."""
-        minute = _utc(at).replace(second=0, microsecond=0)
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError("datetime must be timezone-aware")
+        minute = int(at.timestamp() // 60)  # cheaper than datetime.replace(second=0, ...)
         found = self._minutes.get(minute)
         if found is None:
             if len(self._minutes) >= MINUTES_KEPT:
                 self._minutes.clear()
-            found = self._minutes[minute] = self._status(minute)
+            start = datetime.fromtimestamp(minute * 60, UTC)
+            found = self._minutes[minute] = self._status(start)
         return found
 
     def _status(self, moment: datetime) -> HoursStatus:

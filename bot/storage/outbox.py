@@ -20,6 +20,7 @@ from sqlalchemy import Update, and_, bindparam, case, exists, or_, select, updat
 from sqlalchemy.orm import Session
 
 from bot.domain import Channel, OutboxKind, OutboxStatus
+from bot.storage import after_commit
 from bot.storage.models import Contact, Outbox
 from bot.storage.rows import OUTBOX, execute_statement, insert_row
 
@@ -54,6 +55,7 @@ def enqueue(
     failover_of: int | None = None,
 ) -> int:
     """Queue one message; it leaves once the transaction commits. Returns the row's id."""
+    after_commit.queued_to_send(session)
     # Every column is always given, so the hot path compiles this insert once.
     return insert_row(
         session.connection(),
@@ -209,6 +211,7 @@ def retry_later(
     session: Session, outbox_id: int, now: datetime, at: datetime, error: str, in_doubt: bool
 ) -> None:
     """Back to pending, for another attempt at `at`."""
+    after_commit.queued_to_send(session)
     session.execute(
         update(Outbox)
         .where(Outbox.id == outbox_id, Outbox.status == OutboxStatus.SENDING)

@@ -21,8 +21,9 @@ waits for a lock: its connection has no busy timeout, so a database locked by an
 connection (another process, a command-line tool) fails at once, and that batch runs again
 on the writer thread, which waits for the lock as long as busy_timeout allows. The loop's
 connection never checkpoints the WAL either (a checkpoint fsyncs): the writer thread does,
-once the WAL has grown as large as SQLite's own automatic checkpoint would let it. On other
-databases the same units run through AsyncSession.run_sync on the async driver.
+once the WAL is as large as SQLite's own automatic checkpoint would let it grow, and the
+next batch waits for it there, as it waited for SQLite's. On other databases the same units
+run through AsyncSession.run_sync on the async driver.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class _Job:
     unit: Unit[Any]
     future: asyncio.Future[Any]
     notify: bool
-    notes: list[after_commit.Note] = field(default_factory=list)  # logged after commit
+    notes: after_commit.Notes = field(default_factory=after_commit.Notes)
     withdrawn: bool = False  # the caller gave up before the batch was sealed
     sealed: bool = False  # the batch is committing with this unit in it
     ran: bool = False  # the unit ran in the current attempt at the batch
@@ -115,7 +116,7 @@ class Writer:
             if sqlite else None
         )
         self._wal = f"{engine.url.database}-wal" if sqlite else ""
-        self._checkpoint: asyncio.Future[None] | None = None
+        self._wal_largest = CHECKPOINT_BYTES - 1  # the WAL file's size at the last checkpoint
         self._thread: ThreadPoolExecutor | None = None
         self.on_commit = on_commit  # wired to the commit fan-out (bot.notify)
         self._max_batch = max_batch
@@ -162,8 +163,9 @@ class Writer:
     async def run(self, unit: Unit[T], timeout: float | None = None, notify: bool = True) -> T:  # noqa: ASYNC109
         """Run `unit` in the next batch; return its result once committed.
 
-        notify=False keeps the commit from waking the outbox worker: its own bookkeeping
-        must not wake it again, or it would poll the database in a tight loop.
+        The commit wakes the outbox worker if the unit queued something to send
+        (after_commit.queued_to_send); notify=False keeps it from doing so even then: the
+        worker's own bookkeeping must not wake it again, or it would poll in a tight loop.
         """
         if not self.alive:
             raise WriterStopped("database writer is not running")
@@ -224,35 +226,41 @@ class Writer:
             else:
                 after_commit.write(job.notes)
                 job.future.set_result(job.result)
-        if any(job.notify and job.sealed and job.error is None for job in batch):
+        if any(job.notify and job.notes.queued and job.sealed and job.error is None
+               for job in batch):
             self.on_commit()
 
     async def _commit(self, batch: list[_Job]) -> None:
         assert self._sync_engine is not None and self._loop_engine is not None
         assert self._thread is not None
-        loop = asyncio.get_running_loop()
-        try:
-            _commit_sync(self._loop_engine, batch, self._seal, on_loop=True)
-        except Exception as exc:
-            if not _locked(exc):
-                raise
-            # Another connection has the write lock: wait for it on the thread, not here.
-            await loop.run_in_executor(
-                self._thread, _commit_sync, self._sync_engine, batch, self._seal
-            )
-        self._checkpoint_when_due(loop)
-
-    def _checkpoint_when_due(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._checkpoint is not None and not self._checkpoint.done():
-            return
-        try:
-            if os.stat(self._wal).st_size < CHECKPOINT_BYTES:
+        checkpoint = self._checkpoint_due()
+        if not checkpoint:
+            try:
+                _commit_sync(self._loop_engine, batch, self._seal, on_loop=True)
                 return
+            except Exception as exc:
+                if not _locked(exc):
+                    raise
+        # Another connection has the write lock, or the WAL wants a checkpoint (an fsync):
+        # the thread waits or works; the loop goes on serving, and batches wait their turn.
+        await asyncio.get_running_loop().run_in_executor(
+            self._thread, _commit_on_thread, self._sync_engine, batch, self._seal, checkpoint
+        )
+
+    def _checkpoint_due(self) -> bool:
+        """As SQLite's automatic checkpoint would: once the WAL holds CHECKPOINT_BYTES. With
+        no batch committing meanwhile, a checkpoint copies all of the WAL back, and the
+        next commit writes the WAL from its start again: the file grows past its largest
+        size only when that many bytes were written since (or readers kept the checkpoint
+        from finishing, and then it runs again after every batch, as SQLite's would)."""
+        try:
+            size = os.stat(self._wal).st_size
         except OSError:
-            return  # no WAL file (yet): nothing to do
-        assert self._sync_engine is not None and self._thread is not None
-        self._checkpoint = loop.run_in_executor(self._thread, _checkpoint, self._sync_engine)
-        self._checkpoint.add_done_callback(_checkpoint_done)
+            return False  # no WAL file (yet)
+        if size <= self._wal_largest:
+            return False
+        self._wal_largest = size
+        return True
 
     async def _transaction(self, job: _Job) -> None:
         """PostgreSQL: one unit, one transaction, several in flight, so a unit waiting on a
@@ -291,7 +299,7 @@ class Writer:
             return
         after_commit.write(job.notes)
         job.future.set_result(job.result)
-        if job.notify:
+        if job.notify and job.notes.queued:
             self.on_commit()
 
 
@@ -362,21 +370,24 @@ def _locked(exc: BaseException) -> bool:
         and code & 0xFF in LOCKED_CODES
 
 
+def _commit_on_thread(engine: Engine, batch: list[_Job], seal: _Seal, checkpoint: bool) -> None:
+    if checkpoint:
+        _checkpoint(engine)
+    _commit_sync(engine, batch, seal)
+
+
 def _checkpoint(engine: Engine) -> None:
-    # PASSIVE: copies what it can without waiting for, or holding up, any writer or reader.
+    # PASSIVE: copies what it can without waiting for any reader; no batch is writing.
     # On the raw connection: a checkpoint cannot run inside the transaction that
-    # SQLAlchemy would begin.
-    conn = engine.raw_connection()
+    # SQLAlchemy would begin. A failed one loses nothing (the WAL holds every commit).
     try:
-        conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
-    finally:
-        conn.close()
-
-
-def _checkpoint_done(future: asyncio.Future[None]) -> None:
-    # A failed checkpoint loses nothing (the WAL holds every commit); the next one retries.
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("wal_checkpoint_failed", extra={"error": type(future.exception()).__name__})
+        conn = engine.raw_connection()
+        try:
+            conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+        finally:
+            conn.close()
+    except Exception as exc:
+        log.warning("wal_checkpoint_failed", extra={"error": type(exc).__name__})
 
 
 def _retryable(exc: BaseException | None) -> bool:
