@@ -169,10 +169,8 @@ class Writer:
         """
         if not self.alive:
             raise WriterStopped("database writer is not running")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        # A caller that timed out no longer reads its future; read it here so a late
-        # failure is not reported as "never retrieved".
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         job = _Job(unit, future, notify)
         if self._sync_engine is not None:
             self._queue.put_nowait(job)
@@ -180,16 +178,18 @@ class Writer:
             task = asyncio.create_task(self._transaction(job))
             self._transactions.add(task)
             task.add_done_callback(self._transactions.discard)
-        # shield: a caller that gives up must not cancel the batch for everyone else.
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            # The caller moves on (to the spool) and must not see its work done as well.
-            if self._seal.withdraw(job):
-                raise
-        # Too late to withdraw: the unit's batch is committing. Its outcome is the answer.
+        # One timer, not asyncio.timeout and shield: this runs for every message. A caller
+        # that gives up must not cancel the batch for everyone else, only withdraw its unit.
+        timer = loop.call_later(timeout, self._give_up, job) if timeout is not None else None
+        future.add_done_callback(lambda f: _settled(f, timer))
         return await future
+
+    def _give_up(self, job: _Job) -> None:
+        """The caller's timeout: it moves on (to the spool) and must not see its work done
+        as well. Too late to withdraw once the unit's batch is committing: then its outcome
+        is the answer, and the caller waits for it."""
+        if self._seal.withdraw(job) and not job.future.done():
+            job.future.set_exception(TimeoutError())
 
     async def _loop(self) -> None:
         while True:
@@ -395,6 +395,15 @@ def _retryable(exc: BaseException | None) -> bool:
     orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) in RETRYABLE_SQLSTATES or \
         getattr(orig, "pgcode", None) in RETRYABLE_SQLSTATES
+
+
+def _settled(future: asyncio.Future[Any], timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
+    # Read the outcome here too, so that one nobody awaits any more (the caller was
+    # cancelled) is not reported as "never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 def _fail(batch: list[_Job], exc: BaseException) -> None:
