@@ -58,6 +58,7 @@ NEVER_SENT_STATUSES = {"failed", "canceled"}
 MAX_SIGNATURE_HEADER = 256
 SIGNATURE_HEADER = "X-Twilio-Signature"
 SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+PARSED_URLS_KEPT = 16
 
 
 class SignatureInvalid(Exception):
@@ -81,6 +82,7 @@ class TwilioWebhooks:
         self._clock = clock
         self._notifier = notifier
         self._empty_twiml = str(MessagingResponse())  # the usual answer, built once
+        self._parsed_urls: dict[str, str] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(INBOUND_PATH, self.inbound, expect_handler=expect_handler),
@@ -120,11 +122,20 @@ class TwilioWebhooks:
         # tried alone first, with the library's signing, and validate() runs only when that
         # does not match. So nothing passes that validate() would refuse.
         with contextlib.suppress(ValueError):  # an algorithm the library does not know
-            expected = self._validator.compute_signature(urlparse(url).geturl(), form, algorithm)
+            expected = self._validator.compute_signature(self._as_parsed(url), form, algorithm)
             if hmac.compare_digest(expected.encode(), signature.encode()):
                 return
         if not self._validator.validate(url, form, signature, algorithm):
             raise SignatureInvalid
+
+    def _as_parsed(self, url: str) -> str:
+        """urlparse(url).geturl(), kept for the few URLs Twilio posts to."""
+        found = self._parsed_urls.get(url)
+        if found is None:
+            if len(self._parsed_urls) >= PARSED_URLS_KEPT:
+                self._parsed_urls.clear()  # a stranger's many query strings: start again
+            found = self._parsed_urls[url] = urlparse(url).geturl()
+        return found
 
     async def inbound(self, request: web.Request) -> web.Response:
         fields = await self._verified_fields(request, INBOUND_FIELDS)
