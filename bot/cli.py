@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bot.app import create_app, paging_deps, utc_now
+from bot.app import create_app, paging_deps, tune_gc, utc_now
 from bot.config import ConfigError, Settings, load_settings
 from bot.crypto import Cipher, KeyMaterialError, generate_key
 from bot.domain import StaffRole
@@ -488,6 +488,7 @@ async def _serve(settings: Settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port)
     await site.start()
+    tune_gc()
     logging.getLogger("bot").info(
         "listening", extra={"host": settings.server.host, "port": settings.server.port}
     )

@@ -11,6 +11,10 @@ Semantics (see BusinessHours):
   intervals only, so last night's overnight interval still runs into a holiday.
 - Open periods are half-open [start, end); touching or overlapping intervals, also
   across midnight, form one period.
+- Every start and end falls on a whole minute (wall times are HH:MM, and UTC offsets and
+  their changes are whole minutes), so whether staff are in, and when they are next back,
+  is the same for a whole minute: `status` works it out once per minute and keeps it, for
+  every message in that minute.
 
 Returned datetimes are in the configured zone. Compare or subtract them in UTC
 (`.astimezone(UTC)`): Python subtracts two datetimes sharing a zone by wall clock, and
@@ -51,11 +55,27 @@ class HoursError(ValueError):
 
 
 @dataclass(frozen=True)
+class HoursStatus:
+    """Staff are in, or not; if not, when they are next back (None: nothing opens within
+    the horizon)."""
+
+    open: bool
+    next_opening: datetime | None
+
+
+MINUTES_KEPT = 4  # statuses kept per calendar: callers on slightly different clocks share
+
+
+@dataclass(frozen=True)
 class BusinessHours:
     zone: ZoneInfo
     weekly: tuple[tuple[Interval, ...], ...]  # index 0 = Monday
     # hash=False: a dict is unhashable, and the weekly hours identify the schedule well enough.
     holidays: Mapping[date, tuple[Interval, ...]] = field(hash=False)
+    # The status of recent minutes (since the epoch). Not part of the value: a memo.
+    _minutes: dict[int, HoursStatus] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
 
     @classmethod
     def from_config(
@@ -78,13 +98,44 @@ class BusinessHours:
     def timezone(self) -> ZoneInfo:
         return self.zone
 
+    @property
+    def ever_opens(self) -> bool:
+        """False for a calendar with no hours on any weekday or holiday."""
+        return any(self.weekly) or any(self.holidays.values())
+
+    def status(self, at: datetime) -> HoursStatus:
+        """Open or not at `at`, and the next opening if not: worked out once per minute.
+
+        A minute is all open or all closed, and closed, its next opening is at or after
+        the minute's end whichever instant in it is asked, so the answer for the minute's
+        start is the answer for all of it."""
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError("datetime must be timezone-aware")
+        minute = int(at.timestamp() // 60)  # cheaper than datetime.replace(second=0, ...)
+        found = self._minutes.get(minute)
+        if found is None:
+            if len(self._minutes) >= MINUTES_KEPT:
+                self._minutes.clear()
+            start = datetime.fromtimestamp(minute * 60, UTC)
+            found = self._minutes[minute] = self._status(start)
+        return found
+
+    def _status(self, moment: datetime) -> HoursStatus:
+        if not self.ever_opens:
+            return HoursStatus(False, None)  # nothing to scan 400 days for
+        # Intervals starting after the moment's local date start after the moment.
+        if self._period_at(moment, timedelta(0)) is not None:
+            return HoursStatus(True, None)
+        return HoursStatus(False, self._next_opening(moment))
+
     def is_open(self, at: datetime) -> bool:
-        # Intervals starting after at's local date start after `at`.
-        return self._period_at(at, timedelta(0)) is not None
+        return self.status(at).open
 
     def current_closing(self, at: datetime) -> datetime | None:
         """End of the open period containing `at`. None if closed at `at`, and also
         if the period does not end within the horizon (always open): check is_open."""
+        if not self.is_open(at):
+            return None
         period = self._period_at(at, HORIZON)
         if period is None:
             return None
@@ -95,6 +146,12 @@ class BusinessHours:
     def next_opening(self, after: datetime) -> datetime | None:
         """First closed->open instant >= `after` (a period starting exactly at `after`
         counts). None if nothing opens within HORIZON (400 local days)."""
+        status = self.status(after)
+        if not status.open:
+            return status.next_opening
+        return self._next_opening(after)  # past the end of the period `after` is in
+
+    def _next_opening(self, after: datetime) -> datetime | None:
         moment = _utc(after)
         first = self._local_date(moment)
         for start, _ in self._periods(first - timedelta(days=2), first + HORIZON):

@@ -13,6 +13,7 @@ from bot.domain import Language
 from bot.hours import (
     BusinessHours,
     HoursError,
+    HoursStatus,
     describe_opening,
     describe_week,
     next_offset_change,
@@ -160,6 +161,44 @@ def test_always_open_has_no_next_opening_and_no_known_closing() -> None:
     assert schedule.is_open(chicago(2026, 1, 5, 10, 0))
     assert schedule.next_opening(chicago(2026, 1, 5, 10, 0)) is None
     assert schedule.current_closing(chicago(2026, 1, 5, 10, 0)) is None
+
+
+def test_a_calendar_without_any_hours_never_opens_and_says_so_at_once() -> None:
+    schedule = hours({}, {"2026-12-25": []})
+    assert not schedule.ever_opens
+    assert schedule.status(chicago(2026, 1, 5, 10, 0)) == HoursStatus(False, None)
+    holiday_only = hours({}, {"2027-01-20": ["09:00-10:00"]})
+    assert holiday_only.ever_opens
+    assert holiday_only.next_opening(chicago(2026, 1, 1, 0, 0)) == utc(2027, 1, 20, 15, 0)
+
+
+def test_every_instant_of_a_minute_gets_the_minutes_answer() -> None:
+    # One calendar, asked late in each minute first, then early, then in between: the
+    # answer kept for the minute must hold for each instant of it, either side of 09:00
+    # and of 17:00 (as instants), and into the spring-forward gap's end (03:00 CDT).
+    schedule = hours(OFFICE | {"sunday": ["02:30-05:00"]})
+    monday_9 = utc(2026, 1, 5, 15, 0)
+    monday_17 = utc(2026, 1, 5, 23, 0)
+    tuesday_9 = utc(2026, 1, 6, 15, 0)
+    gap_end = utc(2026, 3, 8, 8, 0)
+    cases = [
+        (monday_9 - timedelta(minutes=1), HoursStatus(False, monday_9)),
+        (monday_9, HoursStatus(True, None)),
+        (monday_17 - timedelta(minutes=1), HoursStatus(True, None)),
+        (monday_17, HoursStatus(False, tuesday_9)),
+        (gap_end - timedelta(minutes=1), HoursStatus(False, gap_end)),
+        (gap_end, HoursStatus(True, None)),
+    ]
+    for minute, expected in cases:
+        for offset in (59.999999, 0, 30):
+            at = minute + timedelta(seconds=offset)
+            assert schedule.status(at) == expected, at
+            assert schedule.is_open(at) is expected.open
+            if not expected.open:
+                assert schedule.next_opening(at) == expected.next_opening
+    # Open, the next opening is the one after this period, not a kept answer.
+    assert schedule.next_opening(monday_9 + timedelta(seconds=30)) == tuesday_9
+    assert schedule.next_opening(monday_9) == monday_9  # a period starting at `after`
 
 
 def test_next_opening_looks_400_days_ahead() -> None:

@@ -326,6 +326,18 @@ async def test_signature_is_checked_against_the_public_url(svc, fake_twilio):
     assert await count(svc, ProviderEvent) == 0
 
 
+async def test_signature_over_the_url_with_its_default_port_is_taken_too(svc, fake_twilio):
+    # Twilio sometimes signs https://host:443/...: the exact URL is tried first, then the
+    # library's validate() with and without the port.
+    form = load_twilio_form("inbound_sms", MessageSid=svc.next_sid())
+    with_port = twilio_signature(
+        AUTH_TOKEN, "https://triage.example.org:443/webhooks/twilio/sms", form
+    )
+    status, _ = await svc.post_form("/webhooks/twilio/sms", form, signature=with_port)
+    assert status == 200
+    assert await count(svc, ProviderEvent) == 1
+
+
 async def test_signed_body_changed_in_transit_is_403(svc):
     form = load_twilio_form("inbound_sms", MessageSid=svc.next_sid())
     signature = twilio_signature(

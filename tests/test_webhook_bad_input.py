@@ -14,11 +14,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import MultiDict
 
+from bot.channels.twilio_form import parse_form
 from bot.storage.models import Contact, Message, Outbox, ProviderEvent
 from tests.conftest import PUBLIC_URL, WEBHOOK_SECRET, Service, StartService
 from tests.fakes.telegram_api import FakeTelegram
@@ -446,3 +450,24 @@ async def test_telegram_text_of_10000_characters_is_taken_in(world: World) -> No
     assert status == 200
     [inbound] = [m for m in await world.svc.all(Message) if m.direction == "in"]
     assert world.svc.decrypt(inbound.body_enc) == "ü" * 10_000
+
+
+# The form parser's own rules, without a service: the same pairs as the standard library's
+# parse_qsl with blank values kept and strict UTF-8, or a 400 where that raises.
+FORM_ALPHABET = st.sampled_from(["a", "=", "&", "+", "%", "2", "B", "F", "f", "C", "3", "A",
+                                 "9", "%2B", "%C3%A9", "%E9", "%zz", "%F0%9F%98%80", "é", " "])
+
+
+@settings(max_examples=500, derandomize=True, database=None, deadline=None)
+@given(st.lists(FORM_ALPHABET, max_size=30).map("".join))
+def test_form_parser_reads_what_parse_qsl_reads(text: str) -> None:
+    try:
+        expected: object = parse_qsl(text.rstrip(), keep_blank_values=True, encoding="utf-8",
+                                     errors="strict")
+    except ValueError:
+        expected = web.HTTPBadRequest
+    try:
+        got: object = list(parse_form(text.encode()).items())
+    except web.HTTPBadRequest:
+        got = web.HTTPBadRequest
+    assert got == expected

@@ -1,18 +1,20 @@
-"""Log lines and metric observations a unit of work wants made once its transaction has
-committed.
+"""What a unit of work wants done once its transaction has committed: log lines written,
+metric observations made, and the outbox worker woken if it queued something to send.
 
 A unit touches only its Session: the SQLite writer may roll a batch back and run it again,
 and PostgreSQL may retry a transaction after a deadlock, so a line logged (or a counter
 counted) from inside a unit could be made twice, or for something that never happened. A
 unit notes the line (`note`) or the observation (`observe`) on its Session instead, and the
-writer makes those of each unit that committed, after the commit, once.
+writer makes those of each unit that committed, after the commit, once. Likewise a unit that
+queues an outbox row says so (`queued_to_send`, called where rows are queued), and only such
+a commit wakes the worker: most messages queue nothing, and a wake costs a claim query.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -44,6 +46,14 @@ Entry = Note | Observation
 Observer = Callable[[Observation], None]
 
 
+@dataclass
+class Notes:
+    """One unit's: its log lines and observations, and whether it queued something to send."""
+
+    entries: list[Entry] = field(default_factory=list)
+    queued: bool = False
+
+
 def note(session: Session, logger: logging.Logger, event: str, level: int = logging.INFO,
          **fields: Any) -> None:
     _add(session, Note(logger, level, event, fields))
@@ -54,22 +64,29 @@ def observe(session: Session, what: Observed, value: float = 1.0, **labels: str)
 
 
 def _add(session: Session, entry: Entry) -> None:
-    entries: list[Entry] | None = session.info.get(KEY)
-    if entries is not None:
-        entries.append(entry)
+    notes: Notes | None = session.info.get(KEY)
+    if notes is not None:
+        notes.entries.append(entry)
     # Outside the writer (the command line, a test's own session) nobody collects them:
     # they are dropped, as the caller reports what it did itself.
 
 
-def collect(session: Session) -> list[Entry]:
-    """Start collecting a unit's entries on `session`; the list fills as the unit runs."""
-    entries: list[Entry] = []
-    session.info[KEY] = entries
-    return entries
+def queued_to_send(session: Session) -> None:
+    """The unit made an outbox row due: its commit wakes the outbox worker."""
+    notes: Notes | None = session.info.get(KEY)
+    if notes is not None:
+        notes.queued = True
 
 
-def write(entries: list[Entry], observer: Observer | None = None) -> None:
-    for entry in entries:
+def collect(session: Session) -> Notes:
+    """Start collecting a unit's notes on `session`; they fill as the unit runs."""
+    notes = Notes()
+    session.info[KEY] = notes
+    return notes
+
+
+def write(notes: Notes, observer: Observer | None = None) -> None:
+    for entry in notes.entries:
         if isinstance(entry, Note):
             entry.logger.log(entry.level, entry.event, extra=entry.fields)
         elif observer is not None:  # None when metrics are off

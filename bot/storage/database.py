@@ -53,19 +53,27 @@ def make_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
     return engine
 
 
-def make_sync_engine(url: str | URL, busy_timeout_ms: int = 5000) -> Engine:
-    """The same SQLite file through the sync pysqlite driver, for the writer's thread."""
+def make_sync_engine(
+    url: str | URL, busy_timeout_ms: int = 5000, wal_autocheckpoint: int | None = None
+) -> Engine:
+    """The same SQLite file through the sync pysqlite driver, for the writer.
+
+    The writer's event-loop connection is made with busy_timeout_ms=0, so that a locked
+    database fails at once instead of blocking the loop, and wal_autocheckpoint=0, so that
+    it never checkpoints (an fsync) on the loop either: the writer thread does both."""
     sync_url = make_url(url).set(drivername="sqlite")
     engine = create_engine(
         sync_url,
         connect_args={"check_same_thread": False},
         execution_options={"sqlite_immediate": True},  # the writer takes the lock at BEGIN
     )
-    _sqlite_setup(engine, busy_timeout_ms)
+    _sqlite_setup(engine, busy_timeout_ms, wal_autocheckpoint)
     return engine
 
 
-def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
+def _sqlite_setup(
+    engine: Engine, busy_timeout_ms: int, wal_autocheckpoint: int | None = None
+) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (below), which pysqlite otherwise gets wrong,
@@ -77,6 +85,8 @@ def _sqlite_setup(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if wal_autocheckpoint is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

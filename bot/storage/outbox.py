@@ -16,10 +16,11 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import Update, and_, bindparam, case, exists, or_, select, update
+from sqlalchemy import Select, Update, and_, bindparam, case, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain import Channel, OutboxKind, OutboxStatus
+from bot.storage import after_commit
 from bot.storage.models import Contact, Outbox
 from bot.storage.rows import OUTBOX, execute_statement, insert_row
 
@@ -54,6 +55,7 @@ def enqueue(
     failover_of: int | None = None,
 ) -> int:
     """Queue one message; it leaves once the transaction commits. Returns the row's id."""
+    after_commit.queued_to_send(session)
     # Every column is always given, so the hot path compiles this insert once.
     return insert_row(
         session.connection(),
@@ -134,24 +136,10 @@ def claim(
     lost its database): it is claimed again, marked in doubt. Rows are locked with FOR UPDATE
     SKIP LOCKED where the database has it, so two workers never take the same row.
     """
-    rows = session.execute(
-        select(Outbox.id, Outbox.kind, Outbox.status, Outbox.address_enc, Outbox.body_enc,
-               Outbox.origin, Outbox.attempts, Outbox.in_doubt, Outbox.staff_id,
-               Outbox.escalation_id, Outbox.failover_of, Outbox.conversation_id,
-               _opted_out().label("opted_out"))
-        .where(
-            Outbox.channel == channel,
-            or_(
-                and_(Outbox.status == OutboxStatus.PENDING, Outbox.next_attempt_at <= now),
-                and_(Outbox.status == OutboxStatus.SENDING, Outbox.lease_until < now),
-            ),
-        )
-        # Pages first: a page must not queue behind a burst of replies.
-        .order_by(case((Outbox.kind == OutboxKind.PAGE, 0), else_=1),
-                  Outbox.next_attempt_at, Outbox.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=Outbox)
-    ).all()
+    # Core, on statements built once: the worker claims after every send, and building
+    # these and their cache keys each time cost more than running them (ms per claim).
+    conn = session.connection()
+    rows = conn.execute(_claim_query(), {"channel": channel, "now": now, "limit": limit}).all()
     claimed: list[Claimed] = []
     refused: list[Refused] = []
     for row in rows:
@@ -167,14 +155,46 @@ def claim(
                                    row.origin, row.attempts + 1, in_doubt,
                                    row.conversation_id, row.escalation_id))
     if claimed:
-        session.execute(
-            update(Outbox)
-            .where(Outbox.id.in_([c.id for c in claimed]))
-            .values(status=OutboxStatus.SENDING, lease_until=now + lease,
-                    attempts=Outbox.attempts + 1, updated_at=now,
-                    in_doubt=or_(Outbox.in_doubt, Outbox.status == OutboxStatus.SENDING))
-        )
+        conn.execute(_claim_update(), {"ids": [c.id for c in claimed],
+                                       "lease": now + lease, "now": now})
     return claimed, refused
+
+
+@cache
+def _claim_query() -> Select[Any]:
+    table = OUTBOX
+    return (
+        select(table.c.id, table.c.kind, table.c.status, table.c.address_enc,
+               table.c.body_enc, table.c.origin, table.c.attempts, table.c.in_doubt,
+               table.c.staff_id, table.c.escalation_id, table.c.failover_of,
+               table.c.conversation_id, _opted_out().label("opted_out"))
+        .where(
+            table.c.channel == bindparam("channel"),
+            or_(
+                and_(table.c.status == OutboxStatus.PENDING,
+                     table.c.next_attempt_at <= bindparam("now")),
+                and_(table.c.status == OutboxStatus.SENDING,
+                     table.c.lease_until < bindparam("now")),
+            ),
+        )
+        # Pages first: a page must not queue behind a burst of replies.
+        .order_by(case((table.c.kind == OutboxKind.PAGE, 0), else_=1),
+                  table.c.next_attempt_at, table.c.id)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True, of=table)
+    )
+
+
+@cache
+def _claim_update() -> Update:
+    table = OUTBOX
+    return (
+        update(table)
+        .where(table.c.id.in_(bindparam("ids", expanding=True)))
+        .values(status=OutboxStatus.SENDING, lease_until=bindparam("lease"),
+                attempts=table.c.attempts + 1, updated_at=bindparam("now"),
+                in_doubt=or_(table.c.in_doubt, table.c.status == OutboxStatus.SENDING))
+    )
 
 
 def _confirms_opt_out(channel: str, kind: str) -> bool:
@@ -209,6 +229,7 @@ def retry_later(
     session: Session, outbox_id: int, now: datetime, at: datetime, error: str, in_doubt: bool
 ) -> None:
     """Back to pending, for another attempt at `at`."""
+    after_commit.queued_to_send(session)
     session.execute(
         update(Outbox)
         .where(Outbox.id == outbox_id, Outbox.status == OutboxStatus.SENDING)

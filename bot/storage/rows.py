@@ -8,7 +8,7 @@ small tracked rows; attribute writes are remembered and saved with one UPDATE ea
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import cache
 from typing import Any, ClassVar
@@ -43,24 +43,26 @@ class _Tracked:
 
     table: ClassVar[Table]
     id: int
-    _changed: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._changed.clear()  # the values given to __init__ are the loaded state
+        # Writes are tracked from here on: the values given to __init__ are the loaded state.
+        object.__setattr__(self, "_changed", {})
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if "_changed" in self.__dict__ and self.__dict__.get(name) != value:
-            self._changed[name] = value
+        changed = self.__dict__.get("_changed")
+        if changed is not None and self.__dict__.get(name) != value:
+            changed[name] = value
         object.__setattr__(self, name, value)
 
     @classmethod
-    def columns(cls) -> list[Any]:
-        return [cls.table.c[f.name] for f in fields(cls) if f.init]
+    def columns(cls) -> tuple[Any, ...]:
+        return _columns(cls)
 
     def save(self, conn: Connection) -> None:
-        if self._changed:
-            direct.execute(conn, _update_by_id(self.table), {"row_id": self.id, **self._changed})
-            self._changed.clear()
+        changed: dict[str, Any] = self.__dict__["_changed"]
+        if changed:
+            direct.execute(conn, _update_by_id(self.table), {"row_id": self.id, **changed})
+            changed.clear()
 
 
 @dataclass
@@ -88,6 +90,12 @@ class ConversationRow(_Tracked):
     outcome: str | None
     origin: str | None
     awaiting_since: datetime | None
+
+
+@cache
+def _columns(cls: type[_Tracked]) -> tuple[Any, ...]:
+    # Once per class: every inbound message builds its rows from these.
+    return tuple(cls.table.c[f.name] for f in fields(cls))
 
 
 # Statements are built once and run with parameters: building one per call (bind

@@ -12,10 +12,18 @@ under a lock, and seals every other unit; a unit withdrawn after it ran makes th
 back and run again without it. Once sealed, a unit can no longer be withdrawn, and its caller
 waits for the commit's outcome instead. So "spooled" and "committed" never both happen.
 
-Units are plain synchronous functions of a Session. On SQLite a batch runs on one thread
-of its own with the sync pysqlite driver: a statement then costs tens of microseconds, where
-the async driver pays a thread hand-off per statement (measured: 35 us against 250 us). On
-other databases the same units run through AsyncSession.run_sync on the async driver.
+Units are plain synchronous functions of a Session. On SQLite a batch runs with the sync
+pysqlite driver: a statement then costs tens of microseconds, where the async driver pays a
+thread hand-off per statement (measured: 35 us against 250 us). It runs on the event loop
+itself, which saves the hand-off to a thread and back for every batch, and the two threads
+taking turns at the GIL (bench/inbound.py: a third of the CPU per message). The loop never
+waits for a lock: its connection has no busy timeout, so a database locked by another
+connection (another process, a command-line tool) fails at once, and that batch runs again
+on the writer thread, which waits for the lock as long as busy_timeout allows. The loop's
+connection never checkpoints the WAL either (a checkpoint fsyncs): the writer thread does,
+once the WAL is as large as SQLite's own automatic checkpoint would let it grow, and the
+next batch waits for it there, as it waited for SQLite's. On other databases the same units
+run through AsyncSession.run_sync on the async driver.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +54,9 @@ TRANSACTION_TRIES = 3
 # serialization_failure, deadlock_detected, and unique_violation: two processes creating the
 # same contact at once; the one that lost runs again and finds it.
 RETRYABLE_SQLSTATES = {"40001", "40P01", "23505"}
+LOCKED_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}  # primary result codes
+# WAL size at which the writer thread checkpoints: SQLite's own default, 1000 pages of 4 KiB.
+CHECKPOINT_BYTES = 1000 * 4096
 
 
 class WriterStopped(RuntimeError):
@@ -55,7 +68,7 @@ class _Job:
     unit: Unit[Any]
     future: asyncio.Future[Any]
     notify: bool
-    notes: list[after_commit.Entry] = field(default_factory=list)  # made after commit
+    notes: after_commit.Notes = field(default_factory=after_commit.Notes)  # made after commit
     withdrawn: bool = False  # the caller gave up before the batch was sealed
     sealed: bool = False  # the batch is committing with this unit in it
     ran: bool = False  # the unit ran in the current attempt at the batch
@@ -95,9 +108,15 @@ class Writer:
         concurrency: int = TRANSACTIONS_IN_FLIGHT,
     ) -> None:
         self._engine = engine
-        self._sync_engine: Engine | None = (
-            make_sync_engine(engine.url) if is_sqlite(engine.url) else None
+        sqlite = is_sqlite(engine.url)
+        # SQLite: the writer thread's engine waits for a lock; the loop's never does.
+        self._sync_engine: Engine | None = make_sync_engine(engine.url) if sqlite else None
+        self._loop_engine: Engine | None = (
+            make_sync_engine(engine.url, busy_timeout_ms=0, wal_autocheckpoint=0)
+            if sqlite else None
         )
+        self._wal = f"{engine.url.database}-wal" if sqlite else ""
+        self._wal_largest = CHECKPOINT_BYTES - 1  # the WAL file's size at the last checkpoint
         self._thread: ThreadPoolExecutor | None = None
         self.on_commit = on_commit  # wired to the commit fan-out (bot.notify)
         # Takes the metric observations of units that committed (bot.metrics); None: off.
@@ -135,8 +154,9 @@ class Writer:
         if self._thread is not None:
             self._thread.shutdown(wait=True)  # a batch in flight finishes its commit
             self._thread = None
-        if self._sync_engine is not None:
-            self._sync_engine.dispose()
+        for sync_engine in (self._loop_engine, self._sync_engine):
+            if sync_engine is not None:
+                sync_engine.dispose()
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():
@@ -145,15 +165,14 @@ class Writer:
     async def run(self, unit: Unit[T], timeout: float | None = None, notify: bool = True) -> T:  # noqa: ASYNC109
         """Run `unit` in the next batch; return its result once committed.
 
-        notify=False keeps the commit from waking the outbox worker: its own bookkeeping
-        must not wake it again, or it would poll the database in a tight loop.
+        The commit wakes the outbox worker if the unit queued something to send
+        (after_commit.queued_to_send); notify=False keeps it from doing so even then: the
+        worker's own bookkeeping must not wake it again, or it would poll in a tight loop.
         """
         if not self.alive:
             raise WriterStopped("database writer is not running")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        # A caller that timed out no longer reads its future; read it here so a late
-        # failure is not reported as "never retrieved".
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         job = _Job(unit, future, notify)
         if self._sync_engine is not None:
             self._queue.put_nowait(job)
@@ -161,16 +180,18 @@ class Writer:
             task = asyncio.create_task(self._transaction(job))
             self._transactions.add(task)
             task.add_done_callback(self._transactions.discard)
-        # shield: a caller that gives up must not cancel the batch for everyone else.
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            # The caller moves on (to the spool) and must not see its work done as well.
-            if self._seal.withdraw(job):
-                raise
-        # Too late to withdraw: the unit's batch is committing. Its outcome is the answer.
+        # One timer, not asyncio.timeout and shield: this runs for every message. A caller
+        # that gives up must not cancel the batch for everyone else, only withdraw its unit.
+        timer = loop.call_later(timeout, self._give_up, job) if timeout is not None else None
+        future.add_done_callback(lambda f: _settled(f, timer))
         return await future
+
+    def _give_up(self, job: _Job) -> None:
+        """The caller's timeout: it moves on (to the spool) and must not see its work done
+        as well. Too late to withdraw once the unit's batch is committing: then its outcome
+        is the answer, and the caller waits for it."""
+        if self._seal.withdraw(job) and not job.future.done():
+            job.future.set_exception(TimeoutError())
 
     async def _loop(self) -> None:
         while True:
@@ -207,14 +228,41 @@ class Writer:
             else:
                 after_commit.write(job.notes, self.observer)
                 job.future.set_result(job.result)
-        if any(job.notify and job.sealed and job.error is None for job in batch):
+        if any(job.notify and job.notes.queued and job.sealed and job.error is None
+               for job in batch):
             self.on_commit()
 
     async def _commit(self, batch: list[_Job]) -> None:
-        assert self._sync_engine is not None and self._thread is not None
+        assert self._sync_engine is not None and self._loop_engine is not None
+        assert self._thread is not None
+        checkpoint = self._checkpoint_due()
+        if not checkpoint:
+            try:
+                _commit_sync(self._loop_engine, batch, self._seal, on_loop=True)
+                return
+            except Exception as exc:
+                if not _locked(exc):
+                    raise
+        # Another connection has the write lock, or the WAL wants a checkpoint (an fsync):
+        # the thread waits or works; the loop goes on serving, and batches wait their turn.
         await asyncio.get_running_loop().run_in_executor(
-            self._thread, _commit_sync, self._sync_engine, batch, self._seal
+            self._thread, _commit_on_thread, self._sync_engine, batch, self._seal, checkpoint
         )
+
+    def _checkpoint_due(self) -> bool:
+        """As SQLite's automatic checkpoint would: once the WAL holds CHECKPOINT_BYTES. With
+        no batch committing meanwhile, a checkpoint copies all of the WAL back, and the
+        next commit writes the WAL from its start again: the file grows past its largest
+        size only when that many bytes were written since (or readers kept the checkpoint
+        from finishing, and then it runs again after every batch, as SQLite's would)."""
+        try:
+            size = os.stat(self._wal).st_size
+        except OSError:
+            return False  # no WAL file (yet)
+        if size <= self._wal_largest:
+            return False
+        self._wal_largest = size
+        return True
 
     async def _transaction(self, job: _Job) -> None:
         """PostgreSQL: one unit, one transaction, several in flight, so a unit waiting on a
@@ -253,7 +301,7 @@ class Writer:
             return
         after_commit.write(job.notes, self.observer)
         job.future.set_result(job.result)
-        if job.notify:
+        if job.notify and job.notes.queued:
             self.on_commit()
 
 
@@ -265,10 +313,14 @@ class _Withdrawn(Exception):
     """A unit that ran was withdrawn before the batch was sealed: run it again without."""
 
 
-def _commit_sync(engine: Engine, batch: list[_Job], seal: _Seal) -> None:
-    # Almost every batch succeeds whole, so it first runs without a savepoint per unit
-    # (they cost about as much as a unit's own statements). If any unit raises, the batch
-    # is rolled back and run again with savepoints, so that unit fails alone.
+def _commit_sync(engine: Engine, batch: list[_Job], seal: _Seal, on_loop: bool = False) -> None:
+    """Run and commit a batch. on_loop: a locked database is raised at once, from BEGIN or
+    from inside a unit, as the whole batch's failure, so that the batch runs again on the
+    writer thread; there, a unit's error is the unit's alone.
+
+    Almost every batch succeeds whole, so it first runs without a savepoint per unit
+    (they cost about as much as a unit's own statements). If any unit raises, the batch
+    is rolled back and run again with savepoints, so that unit fails alone."""
     isolate = False
     while True:
         try:
@@ -276,7 +328,7 @@ def _commit_sync(engine: Engine, batch: list[_Job], seal: _Seal) -> None:
                 # Take the write lock before running any unit (BEGIN IMMEDIATE), so a busy
                 # database makes the whole batch wait rather than fail half-way.
                 session.connection()
-                _run_units(session, batch, isolate)
+                _run_units(session, batch, isolate, on_loop)
                 if not seal.seal(batch):
                     raise _Withdrawn
             return
@@ -286,7 +338,9 @@ def _commit_sync(engine: Engine, batch: list[_Job], seal: _Seal) -> None:
             continue
 
 
-def _run_units(session: Session, batch: list[_Job], isolate: bool = True) -> None:
+def _run_units(
+    session: Session, batch: list[_Job], isolate: bool = True, on_loop: bool = False
+) -> None:
     for job in batch:
         job.result, job.error, job.ran = None, None, False
         if job.withdrawn:
@@ -297,13 +351,45 @@ def _run_units(session: Session, batch: list[_Job], isolate: bool = True) -> Non
             try:
                 job.result = job.unit(session)
             except Exception as exc:
+                if on_loop and _locked(exc):
+                    raise
                 raise _UnitFailed from exc
             continue
         try:
             with session.begin_nested():
                 job.result = job.unit(session)
         except Exception as exc:  # one unit's failure is that unit's alone
+            if on_loop and _locked(exc):
+                raise
             job.error = exc
+
+
+def _locked(exc: BaseException) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds a lock we need."""
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    return isinstance(orig, sqlite3.OperationalError) and code is not None \
+        and code & 0xFF in LOCKED_CODES
+
+
+def _commit_on_thread(engine: Engine, batch: list[_Job], seal: _Seal, checkpoint: bool) -> None:
+    if checkpoint:
+        _checkpoint(engine)
+    _commit_sync(engine, batch, seal)
+
+
+def _checkpoint(engine: Engine) -> None:
+    # PASSIVE: copies what it can without waiting for any reader; no batch is writing.
+    # On the raw connection: a checkpoint cannot run inside the transaction that
+    # SQLAlchemy would begin. A failed one loses nothing (the WAL holds every commit).
+    try:
+        conn = engine.raw_connection()
+        try:
+            conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+        finally:
+            conn.close()
+    except Exception as exc:
+        log.warning("wal_checkpoint_failed", extra={"error": type(exc).__name__})
 
 
 def _retryable(exc: BaseException | None) -> bool:
@@ -311,6 +397,15 @@ def _retryable(exc: BaseException | None) -> bool:
     orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) in RETRYABLE_SQLSTATES or \
         getattr(orig, "pgcode", None) in RETRYABLE_SQLSTATES
+
+
+def _settled(future: asyncio.Future[Any], timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
+    # Read the outcome here too, so that one nobody awaits any more (the caller was
+    # cancelled) is not reported as "never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 def _fail(batch: list[_Job], exc: BaseException) -> None:
