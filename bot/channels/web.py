@@ -69,8 +69,8 @@ PAGE_TEXT = {
         "send": "Send",
         "exit": "Quick exit",
         "you": "You",
-        "us": "Coalition",
-        "staff": "Staff",
+        "us": "Automatic reply",
+        "staff": "Coalition staff",
         "ended": "This chat has ended. Reload the page to start a new one.",
         "offline": "You seem to be offline. Your message was not sent.",
         "busy": "Too many messages at once. Wait a minute, then try again. In danger? "
@@ -95,8 +95,8 @@ PAGE_TEXT = {
         "send": "Enviar",
         "exit": "Salida rápida",
         "you": "Usted",
-        "us": "Coalición",
-        "staff": "Equipo",
+        "us": "Respuesta automática",
+        "staff": "Equipo de la coalición",
         "ended": "Este chat terminó. Recargue la página para empezar otro.",
         "offline": "Parece que no tiene conexión. Su mensaje no se envió.",
         "busy": "Demasiados mensajes a la vez. Espere un minuto e intente de nuevo. ¿En "
