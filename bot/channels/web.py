@@ -15,6 +15,7 @@ polling.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 TOKEN_HEADER = "X-Chat-Token"  # noqa: S105 - a header name
 PING_SECONDS = 15.0
+RECHECK_PINGS = 4  # the chat's session is read again every fourth ping
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,40}")
 MAX_BODY = 32 * 1024
 # Chats a browser may open in an hour: enough for a person, not for a script.
@@ -340,37 +342,54 @@ async def stream(request: web.Request) -> web.StreamResponse:
     now = d.clock()
     try:
         session_id = await d.reader.run(
-            lambda s: webchat.live_session(s, hash_, d.idle, now).id)
+            lambda s: webchat.live_session(s, hash_, d.idle, now))
     except webchat.ChatClosed:
         raise _error(web.HTTPGone, "ended") from None
-    own = Change("web", session_id)
     response = web.StreamResponse(headers={
         **_headers(d.settings), "Content-Type": "text/event-stream", "X-Accel-Buffering": "no",
     })
     await response.prepare(request)
-    await response.write(b"retry: 3000\nevent: ready\ndata: {}\n\n")
-    with d.notifier.stream() as changes:
-        mine = await _conversations(d, hash_)
-        after = await _send_new(d, response, hash_, after)
-        while True:
-            heard = await changes.next(PING_SECONDS)
-            if not heard:
-                if not await d.reader.run(lambda s: webchat.is_open(s, hash_, d.idle,
-                                                                     d.clock())):
-                    await response.write(b"event: ended\ndata: {}\n\n")
-                    break
-                await response.write(b"event: ping\ndata: {}\n\n")
-                continue
-            if own in heard or RESYNC in heard:
-                mine = await _conversations(d, hash_)
-            if own in heard or RESYNC in heard or any(
-                    c.kind == "conversation" and c.id in mine for c in heard):
-                after = await _send_new(d, response, hash_, after)
+    # The page may go (closed, reloaded, offline) while we write to it: the stream just ends.
+    with contextlib.suppress(ConnectionResetError):
+        await _follow(request, d, response, hash_, session_id, after)
     return response
 
 
-async def _conversations(d: WebDeps, hash_: str) -> set[int]:
-    return await d.reader.run(lambda s: webchat.conversation_ids(s, hash_))
+async def _follow(request: web.Request, d: WebDeps, response: web.StreamResponse, hash_: str,
+                  session_id: int, after: int) -> None:
+    """Write each reply the outbox has sent, as it is sent. The stream watches only this
+    chat's own changes: its session (a message came from the page) and its conversations."""
+    own = Change("web", session_id)
+    await response.write(b"retry: 3000\nevent: ready\ndata: {}\n\n")
+    with d.notifier.watching(own) as changes:
+        watched: set[int] = set()
+        pings = 0
+        heard = [RESYNC]  # to begin with, read everything
+        while True:
+            everything = RESYNC in heard
+            if everything or own in heard:
+                # The page wrote: a first message (or a first after a close) makes a
+                # conversation, to watch from now on.
+                mine = await d.reader.run(lambda s: webchat.conversation_ids(s, hash_))
+                if mine - watched:
+                    changes.watch(*(Change("conversation", c) for c in mine - watched))
+                    watched |= mine
+                    everything = True
+            # After watching: a reply sent since is read now, or heard of next. A message
+            # from the page alone sent nothing yet: its reply comes with its conversation.
+            if everything or any(change != own for change in heard):
+                after = await _send_new(d, response, hash_, after)
+            while not (heard := await changes.next(PING_SECONDS)):
+                pings += 1
+                # Whether the chat has ended meanwhile (idle too long), read once a minute:
+                # with a thousand pages open, a read every ping would be most of the work.
+                if pings % RECHECK_PINGS == 0 and not await d.reader.run(
+                        lambda s: webchat.is_open(s, hash_, d.idle, d.clock())):
+                    await response.write(b"event: ended\ndata: {}\n\n")
+                    return
+                await response.write(b"event: ping\ndata: {}\n\n")
+            if request.transport is None or request.transport.is_closing():
+                return  # the page has gone: stop listening now, not at the next write
 
 
 async def _send_new(d: WebDeps, response: web.StreamResponse, hash_: str, after: int) -> int:
