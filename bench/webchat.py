@@ -45,6 +45,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import resource
 import sys
@@ -52,6 +53,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -66,14 +68,11 @@ if str(ROOT) not in sys.path:
 
 from bench.inbound import (  # noqa: E402
     PUBLIC_URL,
-    START_NOW,
-    MondayClock,
     example_config,
     json_safe,
     load_average,
     machine,
     percentile,
-    process_cpu_seconds,
     relay_log,
     stop_process,
     verdict,
@@ -100,7 +99,22 @@ REQUEST_TIMEOUT = 30.0
 IDLE_SECONDS = 5.0
 
 
+# Monday 2026-11-30 10:00 in America/Chicago: inside the example config's business hours.
+START_NOW = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
+
+
 # --- the service under test (run in a subprocess) ----------------------------------------------
+
+
+class MondayClock:
+    """The service's clock: Monday 10:00 in Chicago when it starts, then moving with real
+    time, so the replies do not depend on when the bench runs."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+
+    def __call__(self) -> datetime:
+        return START_NOW + timedelta(seconds=time.monotonic() - self._started)
 
 
 def settings_for(db_dir: Path, max_sessions: int) -> Settings:
@@ -117,7 +131,7 @@ def settings_for(db_dir: Path, max_sessions: int) -> Settings:
 
 
 async def serve(db_dir: Path, max_sessions: int) -> None:
-    clock = MondayClock(START_NOW)
+    clock = MondayClock()
     app = create_app(settings_for(db_dir, max_sessions), clock)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -168,6 +182,12 @@ async def server_process(workdir: Path, max_sessions: int) -> AsyncIterator[Serv
 def new_log(path: Path) -> IO[bytes]:
     path.parent.mkdir()
     return path.open("wb")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
@@ -288,9 +308,12 @@ def event(raw: bytes) -> tuple[str, str]:
     return name, data
 
 
+WARM_UP = 1 << 20  # the warm-up chats' addresses start here, apart from the measured ones
+
+
 async def open_chats(http: aiohttp.ClientSession, base: str, count: int, errors: Errors,
-                     at_once: int = 50) -> list[Chat]:
-    chats = [Chat(http, base, n, errors) for n in range(count)]
+                     first: int = 0, at_once: int = 50) -> list[Chat]:
+    chats = [Chat(http, base, first + n, errors) for n in range(count)]
     for i in range(0, count, at_once):
         await asyncio.gather(*(chat.open() for chat in chats[i:i + at_once]))
     return chats
@@ -326,6 +349,12 @@ class Timings:
 async def chats_at_once(tmp: Path, opts: Options) -> Timings:
     out = Timings()
     async with server_process(tmp / "chats", opts.chats + 100) as server, client() as http:
+        # Warm the service (its first statements compiled, caches filled), untimed.
+        warm = await open_chats(http, server.base, 10, out.errors, WARM_UP)
+        for chat in warm:
+            for text in MESSAGES[:opts.messages]:
+                await chat.say(text)
+        await asyncio.gather(*(chat.close() for chat in warm))
         chats = await open_chats(http, server.base, opts.chats, out.errors)
 
         async def person(chat: Chat, start_in: float) -> None:
@@ -423,7 +452,7 @@ async def open_streams(tmp: Path, opts: Options) -> Streams:
         staff = StaffMember(http, server.base)
         await staff.sign_in()
         # Warm the service (imports, caches, the first conversations) before the baseline.
-        warm = await open_chats(http, server.base, 20, errors)
+        warm = await open_chats(http, server.base, 20, errors, WARM_UP)
         for chat in warm:
             await chat.say("hello")
         await asyncio.gather(*(chat.close() for chat in warm))

@@ -38,7 +38,7 @@ from bot.crypto import Cipher
 from bot.domain import Channel, InboundMessage, PermanentSendError
 from bot.http_errors import expect_handler
 from bot.intake import DATABASE_DOWN, Intake, SpoolFailed, Taken
-from bot.notify import RESYNC, Change, Notifier
+from bot.notify import Change, Notifier
 from bot.remote import remote_address
 from bot.storage.reader import Reader
 from bot.storage.writer import Writer
@@ -364,22 +364,18 @@ async def _follow(request: web.Request, d: WebDeps, response: web.StreamResponse
     with d.notifier.watching(own) as changes:
         watched: set[int] = set()
         pings = 0
-        heard = [RESYNC]  # to begin with, read everything
         while True:
-            everything = RESYNC in heard
-            if everything or own in heard:
-                # The page wrote: a first message (or a first after a close) makes a
-                # conversation, to watch from now on.
-                mine = await d.reader.run(lambda s: webchat.conversation_ids(s, hash_))
-                if mine - watched:
-                    changes.watch(*(Change("conversation", c) for c in mine - watched))
-                    watched |= mine
-                    everything = True
-            # After watching: a reply sent since is read now, or heard of next. A message
-            # from the page alone sent nothing yet: its reply comes with its conversation.
-            if everything or any(change != own for change in heard):
-                after = await _send_new(d, response, hash_, after)
-            while not (heard := await changes.next(PING_SECONDS)):
+            # One read for whatever woke it: the page wrote (a first message makes a
+            # conversation, to watch from now on), or one of its conversations changed.
+            mine, shown = await d.reader.run(_news(d.cipher, hash_, after))
+            after = await _send(response, shown, after)
+            if mine - watched:
+                changes.watch(*(Change("conversation", c) for c in mine - watched))
+                watched |= mine
+                # Read again now it watches: a reply sent in between is not missed.
+                _, shown = await d.reader.run(_news(d.cipher, hash_, after))
+                after = await _send(response, shown, after)
+            while not await changes.next(PING_SECONDS):
                 pings += 1
                 # Whether the chat has ended meanwhile (idle too long), read once a minute:
                 # with a thousand pages open, a read every ping would be most of the work.
@@ -392,8 +388,14 @@ async def _follow(request: web.Request, d: WebDeps, response: web.StreamResponse
                 return  # the page has gone: stop listening now, not at the next write
 
 
-async def _send_new(d: WebDeps, response: web.StreamResponse, hash_: str, after: int) -> int:
-    shown = await d.reader.run(lambda s: webchat.replies_since(s, d.cipher, hash_, after))
+def _news(cipher: Cipher, hash_: str,
+          after: int) -> Callable[[Any], tuple[set[int], list[webchat.Shown]]]:
+    """A read of the chat's conversations and the replies sent to it since `after`."""
+    return lambda s: (webchat.conversation_ids(s, hash_),
+                      webchat.replies_since(s, cipher, hash_, after))
+
+
+async def _send(response: web.StreamResponse, shown: list[webchat.Shown], after: int) -> int:
     for reply in shown:
         data = json.dumps({"id": reply.id, "text": reply.text, "staff": reply.staff})
         await response.write(f"event: reply\ndata: {data}\n\n".encode())
