@@ -330,19 +330,20 @@ class Timings:
     server_cpu_seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
+        ms = sorted(self.ms)
         return {
-            "samples": len(self.ms),
+            "samples": len(ms),
             "errors": self.errors.count,
             "first_error": self.errors.first,
             "seconds": round(self.seconds, 2),
-            "p50_ms": round(percentile(self.ms, 50), 2),
-            "p99_ms": round(percentile(self.ms, 99), 2),
-            "max_ms": round(max(self.ms, default=math.nan), 2),
+            "p50_ms": round(percentile(ms, 50), 2),
+            "p99_ms": round(percentile(ms, 99), 2),
+            "max_ms": round(max(ms, default=math.nan), 2),
             "server_cpu_pct": round(100 * self.server_cpu_seconds / self.seconds, 1)
             if self.seconds else None,
             # What other load on the machine skews least: the service's CPU for each reply.
             "server_cpu_ms_per_reply": round(
-                1000 * self.server_cpu_seconds / max(1, len(self.ms)), 2),
+                1000 * self.server_cpu_seconds / max(1, len(ms)), 2),
         }
 
 
