@@ -2,7 +2,7 @@
 
 Run from the repository root with the project's virtualenv:
 
-    .venv/bin/python -m bench.webchat            # full run, about a minute
+    .venv/bin/python -m bench.webchat            # full run, about two minutes
     .venv/bin/python -m bench.webchat --quick    # smoke check: 50 chats, 200 streams
     .venv/bin/python -m bench.webchat --json /tmp/webchat.json
 
@@ -11,9 +11,10 @@ One run measures, each phase on a fresh service and database:
 1. chats at once: --chats chat pages (200) open a chat and its live stream
    (`GET /chat/api/stream`, server-sent events, as the page reads them), then each sends
    --messages messages (5), the next one --think seconds after the last reply arrived
-   (1 s: faster than anyone types). Each message is one that the bot answers ("hello", the
-   intake answer "2", SAFE, ES, EN), and each answer shown is acknowledged with
-   `/chat/api/read`, as the page does. Measured: from sending a message to the first reply
+   (5 s: quicker than people read a reply and type one; 200 chats then send about 40
+   messages a second). Each message is one the bot answers ("hello", the intake answer
+   "2", SAFE, ES, EN), and each answer shown is acknowledged with `/chat/api/read`, as
+   the page does. Measured: from sending a message to the first reply
    arriving on that page's stream (target p99 <= 100 ms), and errors (target none);
 2. open streams: --streams chats (1,000), each with a conversation and its stream open.
    Measured: the server's resident memory (VmRSS in /proc) before the chats opened and
@@ -596,7 +597,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--chats", type=int, help="phase 1 chats at once (200)")
     parser.add_argument("--messages", type=int, default=len(MESSAGES),
                         help=f"messages per chat, at most {len(MESSAGES)}")
-    parser.add_argument("--think", type=float, default=1.0,
+    parser.add_argument("--think", type=float, default=5.0,
                         help="seconds between a reply and the chat's next message")
     parser.add_argument("--streams", type=int, help="phase 2 open streams (1000)")
     parser.add_argument("--staff-replies", type=int, help="phase 2 staff replies (300)")
