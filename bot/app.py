@@ -232,6 +232,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
                                       "retired_lookup_keys": retired})
     yield
     await services.writer.stop()
+    services.reader.close()
     await services.engine.dispose()
 
 

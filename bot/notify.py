@@ -36,9 +36,29 @@ class Stream:
     """One live view's queue of changes. It is bounded: a view that stops reading gets a
     single RESYNC in place of what it missed, and holds no more memory than that."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: dict[Change, set[Stream]] | None = None) -> None:
         self._queue: asyncio.Queue[Change] = asyncio.Queue(STREAM_BACKLOG)
         self._behind = False  # a RESYNC waits: anything more would be read anyway
+        self._index = index  # a watching stream's entries in the notifier's index
+        self._watched: set[Change] = set()
+
+    def watch(self, *changes: Change) -> None:
+        """Hear these changes too (a stream made by `Notifier.watching`)."""
+        assert self._index is not None, "this stream hears every change already"
+        for change in changes:
+            if change not in self._watched:
+                self._watched.add(change)
+                self._index.setdefault(change, set()).add(self)
+
+    def _unwatch(self) -> None:
+        assert self._index is not None
+        for change in self._watched:
+            streams = self._index.get(change)
+            if streams is not None:
+                streams.discard(self)
+                if not streams:
+                    del self._index[change]
+        self._watched.clear()
 
     def put(self, change: Change) -> None:
         if self._behind:
@@ -75,7 +95,11 @@ class Relay(Protocol):
 class Notifier:
     def __init__(self) -> None:
         self._outbox_listeners: list[Callable[[], None]] = []
-        self._streams: set[Stream] = set()
+        self._streams: set[Stream] = set()  # hear every change (the console's views)
+        # Watching streams hear only the changes they watch, found here in one look-up, so
+        # a change wakes its one web chat page and not every open page (and RESYNC).
+        self._watchers: set[Stream] = set()
+        self._index: dict[Change, set[Stream]] = {}
         self.relay: Relay | None = None
 
     def on_outbox(self, listener: Callable[[], None]) -> None:
@@ -91,6 +115,8 @@ class Notifier:
     def changed(self, *changes: Change, relay: bool = True) -> None:
         for change in changes:
             for stream in self._streams:
+                stream.put(change)
+            for stream in self._watchers if change == RESYNC else self._index.get(change, ()):
                 stream.put(change)
             if relay and self.relay is not None:
                 self.relay.changed(change)
@@ -112,6 +138,18 @@ class Notifier:
         finally:
             self._streams.discard(stream)
 
+    @contextlib.contextmanager
+    def watching(self, *changes: Change) -> Iterator[Stream]:
+        """A stream that hears only `changes` (more with `stream.watch`), and RESYNC."""
+        stream = Stream(self._index)
+        self._watchers.add(stream)
+        stream.watch(*changes)
+        try:
+            yield stream
+        finally:
+            self._watchers.discard(stream)
+            stream._unwatch()
+
     @property
     def streams(self) -> int:
-        return len(self._streams)
+        return len(self._streams) + len(self._watchers)

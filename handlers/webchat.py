@@ -11,12 +11,13 @@ written to again, and staff see that the contact has left.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from bot.crypto import Cipher
@@ -65,13 +66,30 @@ def open_chat(session: Session, cipher: Cipher, language: str, max_sessions: int
     return Opened(token, row.id)
 
 
-def live_session(session: Session, hash_: str, idle: timedelta,
-                 now: datetime) -> WebSession:
-    """The open session for this address hash; ChatClosed if there is none."""
-    row = session.scalar(select(WebSession).where(WebSession.address_hash == hash_))
+# The statements read for every message and every reply, built once on first use, with
+# bound parameters: SQLAlchemy then reuses their compiled form and builds nothing per call.
+# (Building the expression again each time was a good part of each read's cost.)
+
+
+@functools.cache
+def _live_query() -> Select[tuple[int, datetime | None, datetime]]:
+    return (select(WebSession.id, WebSession.ended_at, WebSession.last_seen_at)
+            .where(WebSession.address_hash == bindparam("hash")))
+
+
+@functools.cache
+def _touch() -> Update:
+    return (update(WebSession).where(WebSession.id == bindparam("chat_id"))
+            .values(last_seen_at=bindparam("seen_at"))
+            .execution_options(synchronize_session=False))
+
+
+def live_session(session: Session, hash_: str, idle: timedelta, now: datetime) -> int:
+    """The open session's id for this address hash; ChatClosed if there is none."""
+    row = session.execute(_live_query(), {"hash": hash_}).first()
     if row is None or row.ended_at is not None or now - row.last_seen_at > idle:
         raise ChatClosed()
-    return row
+    return row.id
 
 
 def is_open(session: Session, hash_: str, idle: timedelta, now: datetime) -> bool:
@@ -84,9 +102,9 @@ def is_open(session: Session, hash_: str, idle: timedelta, now: datetime) -> boo
 
 def seen(session: Session, hash_: str, idle: timedelta, now: datetime) -> int:
     """The page wrote: the session is alive until idle_minutes from now."""
-    row = live_session(session, hash_, idle, now)
-    row.last_seen_at = now
-    return row.id
+    chat_id = live_session(session, hash_, idle, now)
+    session.execute(_touch(), {"chat_id": chat_id, "seen_at": now})
+    return chat_id
 
 
 def end_session(session: Session, hash_: str, reason: str, now: datetime) -> bool:
@@ -144,12 +162,15 @@ def expire_idle(session: Session, idle: timedelta, now: datetime) -> list[int]:
     return changed
 
 
+@functools.cache
+def _conversations_query() -> Select[tuple[int]]:
+    return (select(Conversation.id).join(Contact, Contact.id == Conversation.contact_id)
+            .where(Contact.address_hash == bindparam("hash")))
+
+
 def conversation_ids(session: Session, hash_: str) -> set[int]:
     """The web contact's conversations, whose changes its page listens for."""
-    return set(session.scalars(
-        select(Conversation.id).join(Contact, Contact.id == Conversation.contact_id)
-        .where(Contact.address_hash == hash_)
-    ))
+    return set(session.scalars(_conversations_query(), {"hash": hash_}))
 
 
 @dataclass(frozen=True)
@@ -160,20 +181,25 @@ class Shown:
     staff: bool  # written by a person, not the bot
 
 
+@functools.cache
+def _replies_query() -> Select[tuple[int, str | None, datetime, int | None]]:
+    return (select(Message.id, Message.body_enc, Message.created_at, Message.author_staff_id)
+            .join(Outbox, Outbox.message_id == Message.id)
+            .where(Outbox.address_hash == bindparam("hash"), Outbox.status.in_(SHOWN),
+                   Outbox.message_id > bindparam("after"),
+                   Message.direction == Direction.OUTBOUND)
+            .order_by(Message.id)
+            .limit(100))
+
+
 def replies_since(session: Session, cipher: Cipher, hash_: str, after: int) -> list[Shown]:
     """What the outbox has sent this contact since message `after`, for the page to show.
     A reply the outbox refused or cancelled (an opted-out contact, a quick exit) is never
-    shown: the page sees only what left through the one way out."""
-    rows = session.execute(
-        select(Message.id, Message.body_enc, Message.created_at, Message.author_staff_id)
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .join(Contact, Contact.id == Conversation.contact_id)
-        .join(Outbox, Outbox.message_id == Message.id)
-        .where(Contact.address_hash == hash_, Message.direction == Direction.OUTBOUND,
-               Message.id > after, Outbox.status.in_(SHOWN))
-        .order_by(Message.id)
-        .limit(100)
-    ).all()
+    shown: the page sees only what left through the one way out.
+
+    Found by the outbox rows' own (indexed) address hash: this chat's rows only, however
+    many every other chat has been sent."""
+    rows = session.execute(_replies_query(), {"hash": hash_, "after": after}).all()
     return [Shown(r.id, cipher.decrypt(r.body_enc), r.created_at, r.author_staff_id is not None)
             for r in rows]
 
@@ -182,12 +208,25 @@ def mark_read(session: Session, hash_: str, message_ids: list[int], now: datetim
     """The page has shown these replies: their outbox rows are delivered."""
     if not message_ids:
         return
-    mine = (select(Message.id).join(Conversation, Conversation.id == Message.conversation_id)
-            .join(Contact, Contact.id == Conversation.contact_id)
-            .where(Contact.address_hash == hash_, Message.id.in_(message_ids)))
-    session.execute(
-        update(Outbox)
-        .where(Outbox.message_id.in_(mine), Outbox.status == OutboxStatus.SENT)
-        .values(status=OutboxStatus.DELIVERED, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    # Found by this chat's address hash, then each row by its id. A status test in the same
+    # statement would let SQLite (which keeps no statistics here) choose the status index,
+    # and walk every sent row of every chat.
+    rows = session.execute(_shown_query(), {"hash": hash_, "ids": message_ids}).all()
+    for row in rows:
+        if row.status == OutboxStatus.SENT:
+            session.execute(_deliver(), {"row_id": row.id, "at": now})
+
+
+@functools.cache
+def _shown_query() -> Select[tuple[int, str]]:
+    return (select(Outbox.id, Outbox.status)
+            .where(Outbox.address_hash == bindparam("hash"),
+                   Outbox.message_id.in_(bindparam("ids", expanding=True))))
+
+
+@functools.cache
+def _deliver() -> Update:
+    return (update(Outbox)
+            .where(Outbox.id == bindparam("row_id"), Outbox.status == OutboxStatus.SENT)
+            .values(status=OutboxStatus.DELIVERED, updated_at=bindparam("at"))
+            .execution_options(synchronize_session=False))

@@ -45,8 +45,11 @@ from tests.fakes.twilio_api import FakeTwilio
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright cannot download a browser here
+# The browser resolves no name but loopback's: a page that names another site (an exit
+# site, say) must be answered by the test's own routing, never by the network.
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync"]
+               "--disable-component-update", "--disable-sync",
+               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 740}
 
@@ -119,11 +122,12 @@ class Chromium:
             source = msg.location.get("url") or ""
             self.errors.append(f"{page.url}: {msg.text} {source}".rstrip())
 
-    async def shot(self, page: Page, step: str) -> Path:
-        """A full-page screenshot, test-artifacts/<test>-<step>.png."""
+    async def shot(self, page: Page, step: str, full_page: bool = True) -> Path:
+        """A screenshot, test-artifacts/<test>-<step>.png: the whole page, or only what is
+        on screen (on a phone, what the person sees; a sticky bar stays at the top)."""
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / f"{self.test_name}-{step}.png"
-        await page.screenshot(path=str(path), full_page=True)
+        await page.screenshot(path=str(path), full_page=full_page)
         return path
 
     def assert_no_console_errors(self) -> None:

@@ -23,6 +23,22 @@ async def test_a_stream_hears_each_change_and_a_slow_one_gets_one_resync():
     assert notifier.streams == 0
 
 
+async def test_a_watching_stream_hears_only_what_it_watches_and_resync():
+    notifier = Notifier()
+    with notifier.watching(Change("web", 1)) as page, notifier.stream() as console:
+        notifier.conversation(7)
+        notifier.changed(Change("web", 2))
+        assert await page.next(0.01) == []  # another chat's: not woken at all
+        notifier.changed(Change("web", 1))
+        page.watch(Change("conversation", 7))
+        notifier.conversation(7)
+        notifier.changed(RESYNC)
+        assert await page.next(1) == [Change("web", 1), Change("conversation", 7), RESYNC]
+        assert len(await console.next(1)) == 5  # the console hears everything
+    assert notifier.streams == 0
+    notifier.conversation(7)  # nothing is left watching
+
+
 def test_payloads_round_trip_and_stay_under_postgres_limit():
     changes = [Change("conversation", n) for n in range(3000)] + [Change("escalation", 4)]
     payloads = encode(True, changes)

@@ -7,7 +7,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web import AppRunner
 
+from bot.app import create_app
 from bot.storage.models import Conversation, Escalation, Message, Outbox, WebSession
 from tests.conftest import Service, example_config
 from tests.console_helpers import Browser, add_staff
@@ -268,3 +271,38 @@ async def test_exit_typed_in_the_chat_closes_it_and_ends_the_chat(svc):
     assert conversation.status == "closed" and conversation.outcome == "quick_exit"
     assert (await chat.say("hello again"))[0] == 410
     assert await chat.replies() == []  # EXIT is answered with nothing at all
+
+
+class AsInProduction(TestServer):
+    """The app served as `python -m bot run` serves it: a request's handler runs on when its
+    client goes away (aiohttp's test server would cancel it, hiding what happens then)."""
+
+    async def _make_runner(self, **kwargs: Any) -> AppRunner:
+        return AppRunner(self.app, **{**kwargs, "handler_cancellation": False})
+
+
+async def test_a_page_that_has_gone_stops_its_stream_at_the_next_change(
+    env, clock, fake_twilio, captured_logs
+):
+    client = TestClient(AsInProduction(create_app(env.settings(fake_twilio), clock)))
+    await client.start_server()
+    svc = Service(client, clock)
+    chat = Chat(svc)
+    await chat.say("hello")
+    await chat.replies()
+    notifier = svc.services.notifier
+    async with svc.client.get(f"/chat/api/stream?after={chat.after}",
+                              headers=chat.headers()) as stream:
+        await stream.content.readuntil(b"\n\n")
+        assert notifier.streams == 1
+        stream.close()  # the tab is closed
+    await chat.say("are you there")  # a change the stream hears: it finds the page gone
+    try:
+        async with asyncio.timeout(5):
+            while True:
+                if notifier.streams == 0:
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        await client.close()
+    assert "Traceback" not in captured_logs.everything()

@@ -15,6 +15,7 @@ polling.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -37,7 +38,7 @@ from bot.crypto import Cipher
 from bot.domain import Channel, InboundMessage, PermanentSendError
 from bot.http_errors import expect_handler
 from bot.intake import DATABASE_DOWN, Intake, SpoolFailed, Taken
-from bot.notify import RESYNC, Change, Notifier
+from bot.notify import Change, Notifier
 from bot.remote import remote_address
 from bot.storage.reader import Reader
 from bot.storage.writer import Writer
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 TOKEN_HEADER = "X-Chat-Token"  # noqa: S105 - a header name
 PING_SECONDS = 15.0
+RECHECK_PINGS = 4  # the chat's session is read again every fourth ping
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,40}")
 MAX_BODY = 32 * 1024
 # Chats a browser may open in an hour: enough for a person, not for a script.
@@ -69,8 +71,8 @@ PAGE_TEXT = {
         "send": "Send",
         "exit": "Quick exit",
         "you": "You",
-        "us": "Coalition",
-        "staff": "Staff",
+        "us": "Automatic reply",
+        "staff": "Coalition staff",
         "ended": "This chat has ended. Reload the page to start a new one.",
         "offline": "You seem to be offline. Your message was not sent.",
         "busy": "Too many messages at once. Wait a minute, then try again. In danger? "
@@ -95,8 +97,8 @@ PAGE_TEXT = {
         "send": "Enviar",
         "exit": "Salida rápida",
         "you": "Usted",
-        "us": "Coalición",
-        "staff": "Equipo",
+        "us": "Respuesta automática",
+        "staff": "Equipo de la coalición",
         "ended": "Este chat terminó. Recargue la página para empezar otro.",
         "offline": "Parece que no tiene conexión. Su mensaje no se envió.",
         "busy": "Demasiados mensajes a la vez. Espere un minuto e intente de nuevo. ¿En "
@@ -340,41 +342,60 @@ async def stream(request: web.Request) -> web.StreamResponse:
     now = d.clock()
     try:
         session_id = await d.reader.run(
-            lambda s: webchat.live_session(s, hash_, d.idle, now).id)
+            lambda s: webchat.live_session(s, hash_, d.idle, now))
     except webchat.ChatClosed:
         raise _error(web.HTTPGone, "ended") from None
-    own = Change("web", session_id)
     response = web.StreamResponse(headers={
         **_headers(d.settings), "Content-Type": "text/event-stream", "X-Accel-Buffering": "no",
     })
     await response.prepare(request)
-    await response.write(b"retry: 3000\nevent: ready\ndata: {}\n\n")
-    with d.notifier.stream() as changes:
-        mine = await _conversations(d, hash_)
-        after = await _send_new(d, response, hash_, after)
-        while True:
-            heard = await changes.next(PING_SECONDS)
-            if not heard:
-                if not await d.reader.run(lambda s: webchat.is_open(s, hash_, d.idle,
-                                                                     d.clock())):
-                    await response.write(b"event: ended\ndata: {}\n\n")
-                    break
-                await response.write(b"event: ping\ndata: {}\n\n")
-                continue
-            if own in heard or RESYNC in heard:
-                mine = await _conversations(d, hash_)
-            if own in heard or RESYNC in heard or any(
-                    c.kind == "conversation" and c.id in mine for c in heard):
-                after = await _send_new(d, response, hash_, after)
+    # The page may go (closed, reloaded, offline) while we write to it: the stream just ends.
+    with contextlib.suppress(ConnectionResetError):
+        await _follow(request, d, response, hash_, session_id, after)
     return response
 
 
-async def _conversations(d: WebDeps, hash_: str) -> set[int]:
-    return await d.reader.run(lambda s: webchat.conversation_ids(s, hash_))
+async def _follow(request: web.Request, d: WebDeps, response: web.StreamResponse, hash_: str,
+                  session_id: int, after: int) -> None:
+    """Write each reply the outbox has sent, as it is sent. The stream watches only this
+    chat's own changes: its session (a message came from the page) and its conversations."""
+    own = Change("web", session_id)
+    await response.write(b"retry: 3000\nevent: ready\ndata: {}\n\n")
+    with d.notifier.watching(own) as changes:
+        watched: set[int] = set()
+        pings = 0
+        while True:
+            # One read for whatever woke it: the page wrote (a first message makes a
+            # conversation, to watch from now on), or one of its conversations changed.
+            mine, shown = await d.reader.run(_news(d.cipher, hash_, after))
+            after = await _send(response, shown, after)
+            if mine - watched:
+                changes.watch(*(Change("conversation", c) for c in mine - watched))
+                watched |= mine
+                # Read again now it watches: a reply sent in between is not missed.
+                _, shown = await d.reader.run(_news(d.cipher, hash_, after))
+                after = await _send(response, shown, after)
+            while not await changes.next(PING_SECONDS):
+                pings += 1
+                # Whether the chat has ended meanwhile (idle too long), read once a minute:
+                # with a thousand pages open, a read every ping would be most of the work.
+                if pings % RECHECK_PINGS == 0 and not await d.reader.run(
+                        lambda s: webchat.is_open(s, hash_, d.idle, d.clock())):
+                    await response.write(b"event: ended\ndata: {}\n\n")
+                    return
+                await response.write(b"event: ping\ndata: {}\n\n")
+            if request.transport is None or request.transport.is_closing():
+                return  # the page has gone: stop listening now, not at the next write
 
 
-async def _send_new(d: WebDeps, response: web.StreamResponse, hash_: str, after: int) -> int:
-    shown = await d.reader.run(lambda s: webchat.replies_since(s, d.cipher, hash_, after))
+def _news(cipher: Cipher, hash_: str,
+          after: int) -> Callable[[Any], tuple[set[int], list[webchat.Shown]]]:
+    """A read of the chat's conversations and the replies sent to it since `after`."""
+    return lambda s: (webchat.conversation_ids(s, hash_),
+                      webchat.replies_since(s, cipher, hash_, after))
+
+
+async def _send(response: web.StreamResponse, shown: list[webchat.Shown], after: int) -> int:
     for reply in shown:
         data = json.dumps({"id": reply.id, "text": reply.text, "staff": reply.staff})
         await response.write(f"event: reply\ndata: {data}\n\n".encode())

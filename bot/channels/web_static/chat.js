@@ -7,7 +7,7 @@
   "use strict";
 
   var STALE_MS = 40000, POLL_MS = 5000;
-  var root, log, status, box, send, token = null, after = 0, leaving = false;
+  var root, log, scroller, status, box, send, token = null, after = 0, leaving = false;
   var shown = {}, polling = null, lastHeard = 0, streaming = false;
 
   function text(key) { return root.getAttribute("data-" + key) || ""; }
@@ -47,9 +47,13 @@
     name.className = "who";
     name.textContent = who;
     item.appendChild(name);
-    item.appendChild(document.createTextNode(body));
+    var words = document.createElement("span");
+    words.className = "text";
+    words.textContent = body;
+    item.appendChild(words);
     log.appendChild(item);
-    item.scrollIntoView({ block: "end" });
+    // Just above the message box; a message taller than the view shows from its start.
+    item.scrollIntoView({ block: item.offsetHeight > scroller.clientHeight ? "start" : "end" });
   }
 
   function replies(list) {
@@ -58,7 +62,7 @@
       if (shown[r.id]) { return; }
       shown[r.id] = true;
       after = Math.max(after, r.id);
-      add("theirs", r.staff ? text("staff") : text("us"), r.text);
+      add(r.staff ? "theirs staff" : "theirs", r.staff ? text("staff") : text("us"), r.text);
       fresh.push(r.id);
     });
     if (fresh.length && token) {
@@ -201,6 +205,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     root = document.getElementById("chat");
     log = document.getElementById("log");
+    scroller = document.getElementById("scroll");
     status = document.getElementById("status");
     box = document.getElementById("message");
     send = document.getElementById("send");
