@@ -23,7 +23,8 @@ of the 400 numbers writes first, so these hold the first contacts) and then --re
 ones (--postgres-requests on PostgreSQL, which is far slower here, after 1,000 of the
 warm-up), which are messages in an open conversation, as most traffic is:
 
-- setups: `sqlite` (a file in a temp dir); `postgres` (one process) and `postgres-2` (two
+- setups: `sqlite` (a file in a temp dir), `sqlite-no-metrics` (the same with `[metrics]
+  enabled = false`, for what the metrics cost); `postgres` (one process) and `postgres-2` (two
   processes on one database), on --postgres-url in a schema of their own (`?search_path=`),
   dropped afterwards. With two processes, two wrk processes run side by side, one per
   service process, with 16 connections each (32 in all), and their latencies are merged;
@@ -182,7 +183,8 @@ def example_config() -> dict[str, Any]:
 
 
 def full_settings(
-    db_url: str, db_dir: Path, twilio_url: str, paced: bool, clock: ClockMode
+    db_url: str, db_dir: Path, twilio_url: str, paced: bool, clock: ClockMode,
+    metrics: bool = True,
 ) -> Settings:
     """The example config pointed at a database and the fake Twilio, as the tests do.
     Unless `paced`, the SMS rate limit is lifted so that it never holds a reply back."""
@@ -199,6 +201,7 @@ def full_settings(
         "database": {"url": db_url},
         "sms": sms,
         "telegram": {"enabled": False},
+        "metrics": {"enabled": metrics},
     }
     config = deep_merge(example_config(), overrides)
     if clock.hours is not None:
@@ -246,7 +249,8 @@ async def wait_for_stop() -> None:
 async def serve(args: argparse.Namespace) -> None:
     if args.serve == "full":
         clock = CLOCKS[args.clock]
-        settings = full_settings(args.db_url, args.db_dir, args.twilio_url, args.paced, clock)
+        settings = full_settings(args.db_url, args.db_dir, args.twilio_url, args.paced, clock,
+                                 metrics=args.metrics)
         app = create_app(settings, MovingClock(clock.start))
     else:
         app = bare_app()
@@ -781,7 +785,7 @@ def sqlite_url(folder: Path) -> str:
 @contextlib.asynccontextmanager
 async def database(setup: str, workdir: Path, postgres_url: str) -> AsyncIterator[Database]:
     """A fresh SQLite file, or a fresh PostgreSQL schema, dropped afterwards."""
-    if setup == "sqlite":
+    if setup.startswith("sqlite"):
         yield Database(sqlite_url(workdir))
         return
     schema = f"bench_{os.getpid()}_{secrets.token_hex(3)}"
@@ -802,7 +806,10 @@ def spooled(workdir: Path) -> int:
 # --- the measurements ----------------------------------------------------------------------------
 
 
-SETUPS = {"sqlite": 1, "postgres": 1, "postgres-2": 2}  # name -> service processes
+# name -> service processes; `sqlite-no-metrics` is `sqlite` with [metrics] enabled = false,
+# so that what the metrics cost shows in the same run.
+SETUPS = {"sqlite": 1, "sqlite-no-metrics": 1, "postgres": 1, "postgres-2": 2}
+NO_METRICS = "-no-metrics"
 
 
 @dataclass(frozen=True)
@@ -828,7 +835,9 @@ async def measure_service(
 ) -> dict[str, Any]:
     workdir = tmp / f"{setup}-{clock}"
     async with database(setup, workdir, opts.postgres_url) as db, \
-            services(db.url, workdir, SETUPS[setup], fake, clock, opts.service_flags) as servers:
+            services(db.url, workdir, SETUPS[setup], fake, clock,
+                     (*opts.service_flags, *(["--no-metrics"] if NO_METRICS in setup else []))
+                     ) as servers:
         warm = await gen.send(servers, warmup)
         roles = await thread_roles(gen.session, servers)
         before = await cpu_sample(servers, db.admin)
@@ -1003,10 +1012,10 @@ async def bench(opts: Options, wrk: str | None) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     setups = list(opts.setups)
     skipped = None
-    if any(s != "sqlite" for s in setups):
+    if any(not s.startswith("sqlite") for s in setups):
         skipped = await postgres_reachable(opts.postgres_url)
         if skipped:
-            setups = [s for s in setups if s == "sqlite"]
+            setups = [s for s in setups if s.startswith("sqlite")]
     runs = []
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -1027,7 +1036,8 @@ async def bench(opts: Options, wrk: str | None) -> dict[str, Any]:
                 pg_timed = Batch("pg-timed", timed.hooks[:opts.postgres_requests], tmp)
                 bare = await measure_bare(gen, tmp, bare_warmup, bare_timed)
                 for setup in setups:
-                    batches = (warmup, timed) if setup == "sqlite" else (pg_warmup, pg_timed)
+                    batches = ((warmup, timed) if setup.startswith("sqlite")
+                               else (pg_warmup, pg_timed))
                     for clock in opts.clocks:
                         run = await measure_service(
                             gen, fake, tmp, setup, clock, *batches, opts)
@@ -1038,6 +1048,10 @@ async def bench(opts: Options, wrk: str | None) -> dict[str, Any]:
         await fake.close()
     for run in runs:
         run["ratio"] = round(run["rps"] / bare["rps"], 3) if bare["rps"] else 0.0
+    metrics_cost = metrics_ratios(runs)
+    for clock, ratio in metrics_cost.items():
+        print(f"metrics on / off, sqlite, {clock}: {ratio:.3f} (target >= "
+              f"{METRICS_RATIO_TARGET})", flush=True)
     reply = replies.summary(opts.reply_rate)
     return {
         "machine": {**machine(), "load_before": load_before, "load_after": load_average()},
@@ -1048,9 +1062,21 @@ async def bench(opts: Options, wrk: str | None) -> dict[str, Any]:
         "runs": runs,
         "targets": {"ratio": RATIO_TARGET, "p99_ms": P99_TARGET_MS, "cpu_us": CPU_TARGET_US,
                     "p99_within_p50_times": 3, "reply_p99_ms": REPLY_P99_TARGET_MS},
+        "metrics_on_over_off": metrics_cost,
         "reply": reply,
         "reply_pass": replies.missing == 0 and reply["p99_ms"] <= REPLY_P99_TARGET_MS,
     }
+
+
+METRICS_RATIO_TARGET = 0.95
+
+
+def metrics_ratios(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per clock, SQLite's throughput with metrics on over that with them off."""
+    by = {(run["setup"], run["clock"]): run["rps"] for run in runs}
+    return {clock: round(rps / by[("sqlite-no-metrics", clock)], 3)
+            for (setup, clock), rps in by.items()
+            if setup == "sqlite" and by.get(("sqlite-no-metrics", clock))}
 
 
 def json_safe(value: Any) -> Any:
@@ -1159,6 +1185,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--twilio-url", help=argparse.SUPPRESS)
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="open", help=argparse.SUPPRESS)
     parser.add_argument("--paced", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-metrics", dest="metrics", action="store_false",
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = ("requests", "warmup", "bare_requests", "postgres_requests", "replies")
     defaults = (3000, 500, 15000, 1000, 100) if args.quick else (20000, 2000, 100000, 5000, 500)

@@ -39,7 +39,6 @@ from bot.storage.figures import Backlog, Figures, Waiting
 from bot.storage.models import Conversation, Outbox
 from tests.conftest import MONDAY_10AM, Clock, Env, Service
 from tests.console_helpers import Browser, add_staff
-from tests.databases import on_postgres
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.twilio_api import FakeTwilio
 from tests.test_escalation import ALICE, CAROL, ONCALL, Phones, register_staff, sweep_after
@@ -109,8 +108,9 @@ async def emergency_number(phones: Phones, expected: int, to: str = ALICE) -> in
 
 
 async def test_a_scripted_morning_reads_exactly_on_metrics(
-        svc: Service, fake_twilio: FakeTwilio, fake_telegram: FakeTelegram) -> None:
-    phones = Phones(fake_twilio)
+        svc: Service, fake_twilio: FakeTwilio, fake_telegram: FakeTelegram,
+        started: list[Service]) -> None:
+    phones = Phones(fake_twilio, started)
     await svc.sms("hello", from_=CONTACT_A)  # 10:00, answered by staff at 10:30
     await phones.expect(1)
     at(svc, 5)
@@ -304,10 +304,9 @@ async def test_metrics_off_means_no_route_and_no_counting(start_service, fake_tw
 # --- the spool, and the database gone ----------------------------------------------------------
 
 
-@pytest.mark.skipif(on_postgres(), reason="the database is made unwritable with SQLite's lock")
-async def test_a_spooled_message_shows_in_the_spool_depth(start_service, fake_twilio, env):
+async def test_a_spooled_message_shows_in_the_spool_depth(start_service, fake_twilio):
     svc = await start_service(fake_twilio, **FAST_FALLBACK)
-    with database_down(env.tmp_path / "triage.db"):
+    async with database_down(svc):
         status, _ = await svc.sms("hello")
         assert status == 200
         m = await scraped(svc)

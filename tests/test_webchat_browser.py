@@ -213,11 +213,11 @@ async def test_phone_hello_gets_the_safety_reply_staff_answer_live_and_quick_exi
 
 
 async def test_phone_an_emergency_in_the_chat_pages_on_call_and_esc_leaves(
-    start_live_service, chromium: Chromium, fake_twilio
+    start_live_service, chromium: Chromium, fake_twilio, started
 ):
     svc = await start(start_live_service, fake_twilio)
     await add_paged_member(svc, "alice", ALICE)
-    phones = Phones(fake_twilio)
+    phones = Phones(fake_twilio, started)
     page = await phone_at_the_site(chromium, svc)
 
     await write(page, EMERGENCY)
