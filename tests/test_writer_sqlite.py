@@ -6,9 +6,11 @@ up no inbound message.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +21,6 @@ from bot.storage.database import ensure_schema, make_engine
 from bot.storage.queries import audit
 from bot.storage.writer import Writer
 from tests.databases import on_postgres, sqlite_url
-from tests.test_never_silent import database_down
 
 pytestmark = pytest.mark.skipif(on_postgres(), reason="the SQLite writer")
 
@@ -38,6 +39,18 @@ async def writer(tmp_path: Path):
 NOW = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
 
 
+@contextlib.contextmanager
+def write_locked(path: Path) -> Iterator[None]:
+    """Another connection holds the file's write lock (BEGIN EXCLUSIVE)."""
+    lite = sqlite3.connect(path, isolation_level=None)
+    lite.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        lite.execute("ROLLBACK")
+        lite.close()
+
+
 def thread_of_unit(session: Session) -> int:
     """Writes a row; says which thread it ran on."""
     audit(session, NOW, "test", "test", 1)
@@ -50,7 +63,7 @@ async def test_a_batch_runs_on_the_event_loop(writer: Writer) -> None:
 
 async def test_a_locked_database_never_holds_up_the_loop(writer: Writer, tmp_path: Path):
     await writer.run(thread_of_unit)  # the connections are open
-    with database_down(tmp_path / "triage.db"):
+    with write_locked(tmp_path / "triage.db"):
         unit = asyncio.create_task(writer.run(thread_of_unit))
         # While the unit waits for the lock, the loop keeps turning: ticks of 10 ms each
         # arrive on time, give or take a busy machine.
