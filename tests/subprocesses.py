@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from sqlalchemy import func, select
@@ -22,7 +23,7 @@ from bot.crypto import generate_key
 from bot.domain import OutboxStatus
 from bot.storage.models import Escalation, Outbox
 from tests.fakes.twilio_api import FakeTwilio, SentSms
-from tests.fixtures import AUTH_TOKEN
+from tests.fixtures import ACCOUNT_SID, AUTH_TOKEN, OUR_NUMBER, deep_merge, set_config_keys
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,25 @@ def service_env(key: str | None = None, log_level: str | None = None) -> dict[st
     if log_level:
         env["TRIAGE_LOG_LEVEL"] = log_level
     return env
+
+
+def write_service_config(folder: Path, port: int, database_url: str, twilio_url: str,
+                         overrides: dict[str, Any] | None = None) -> Path:
+    """config.toml for one `python -m bot run`: the example config on its own port (and
+    public_url: Twilio signatures are checked against it), the run's database, the fake
+    Twilio, alice on call; `overrides` merged in, table by table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = deep_merge({
+        "server": {"port": port, "public_url": f"http://127.0.0.1:{port}"},
+        "database": {"url": database_url},
+        "sms": {"enabled": True, "account_sid": ACCOUNT_SID, "from_number": OUR_NUMBER,
+                "api_base_url": twilio_url},
+        "oncall": {"rotation": [ONCALL_USER]},
+    }, overrides or {})
+    example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    path = folder / "config.toml"
+    path.write_text(set_config_keys(example, keys), encoding="utf-8")
+    return path
 
 
 def free_port() -> int:

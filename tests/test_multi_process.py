@@ -25,22 +25,18 @@ from sqlalchemy import func, select
 from bot.domain import Direction
 from bot.storage.database import make_engine
 from bot.storage.models import Escalation, Message, ProviderEvent
-from tests.conftest import ROOT
 from tests.databases import on_postgres
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fixtures import (
     ACCOUNT_SID,
     AUTH_TOKEN,
-    OUR_NUMBER,
     encode_form,
     load_twilio_form,
-    set_config_keys,
     twilio_signature,
 )
 from tests.subprocesses import (
     INBOUND_PATH,
     ONCALL_PHONE,
-    ONCALL_USER,
     UNSETTLED,
     add_oncall_staff,
     free_port,
@@ -50,6 +46,7 @@ from tests.subprocesses import (
     scalar,
     service_env,
     wait_healthy,
+    write_service_config,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -67,20 +64,12 @@ def numbers() -> list[str]:
 
 
 def write_config(folder: Path, port: int, database_url: str, twilio_url: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
-    path = folder / "config.toml"
-    path.write_text(set_config_keys(example, {
-        "server": {"port": port, "public_url": f"http://127.0.0.1:{port}"},
-        "database": {"url": database_url},
-        "sms": {"enabled": True, "account_sid": ACCOUNT_SID, "from_number": OUR_NUMBER,
-                "api_base_url": twilio_url, "max_per_second": 500},
-        "oncall": {"rotation": [ONCALL_USER]},
+    return write_service_config(folder, port, database_url, twilio_url, {
+        "sms": {"max_per_second": 500},
         "escalation": {"repage_after_seconds": 3600, "everyone_after_seconds": 3600,
                        "repeats": 0, "sweep_interval_seconds": 1},
         "outbox": {"send_timeout_seconds": 2},
-    }), encoding="utf-8")
-    return path
+    })
 
 
 async def test_two_processes_take_everything_once_even_when_one_is_killed(

@@ -20,15 +20,13 @@ from bot.channels.sms import STATUS_PATH
 from bot.domain import OutboxKind
 from bot.storage.database import make_engine
 from bot.storage.models import AuditEntry, Escalation, Outbox
-from tests.conftest import ROOT, sent_in_all
+from tests.conftest import sent_in_all
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fixtures import (
     ACCOUNT_SID,
     AUTH_TOKEN,
-    OUR_NUMBER,
     encode_form,
     load_twilio_form,
-    set_config_keys,
     twilio_signature,
 )
 from tests.subprocesses import (
@@ -43,23 +41,15 @@ from tests.subprocesses import (
     service_env,
     wait_for_sent,
     wait_healthy,
+    write_service_config,
 )
 
 BOB_PHONE = "+13145550144"
 
 
 def write_config(folder: Path, port: int, database_url: str, twilio_url: str) -> Path:
-    example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
-    path = folder / "config.toml"
-    path.write_text(set_config_keys(example, {
-        "server": {"port": port, "public_url": f"http://127.0.0.1:{port}"},
-        "database": {"url": database_url},
-        "sms": {"enabled": True, "account_sid": ACCOUNT_SID, "from_number": OUR_NUMBER,
-                "api_base_url": twilio_url},
-        "oncall": {"rotation": [ONCALL_USER]},
-        "escalation": {"sweep_interval_seconds": 1},
-    }), encoding="utf-8")
-    return path
+    return write_service_config(folder, port, database_url, twilio_url,
+                                {"escalation": {"sweep_interval_seconds": 1}})
 
 
 async def bot(folder: Path, config: Path, env: dict[str, str], *args: str,

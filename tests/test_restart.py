@@ -13,21 +13,17 @@ from pathlib import Path
 import aiohttp
 
 from bot.storage.database import make_engine
-from tests.conftest import ROOT
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fixtures import (
     ACCOUNT_SID,
     AUTH_TOKEN,
-    OUR_NUMBER,
     encode_form,
     load_twilio_form,
-    set_config_keys,
     twilio_signature,
 )
 from tests.subprocesses import (
     INBOUND_PATH,
     ONCALL_PHONE,
-    ONCALL_USER,
     add_oncall_staff,
     alive,
     escalations_opened,
@@ -40,6 +36,7 @@ from tests.subprocesses import (
     service_env,
     wait_for_sent,
     wait_healthy,
+    write_service_config,
 )
 
 CONTACT = "+13145550123"
@@ -50,20 +47,11 @@ SWEEPS_AFTER_REPAGE = 3  # sweeps that must page nobody
 
 
 def write_config(folder: Path, port: int, twilio_url: str, database_url: str) -> Path:
-    example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
-    text = set_config_keys(example, {
-        "server": {"port": port, "public_url": f"http://127.0.0.1:{port}"},
-        "database": {"url": database_url},
-        "sms": {"enabled": True, "account_sid": ACCOUNT_SID, "from_number": OUR_NUMBER,
-                "api_base_url": twilio_url},
-        "oncall": {"rotation": [ONCALL_USER]},
+    return write_service_config(folder, port, database_url, twilio_url, {
         "escalation": {"repage_after_seconds": REPAGE_AFTER_SECONDS,
                        "everyone_after_seconds": 3600, "repeats": 0,
                        "sweep_interval_seconds": SWEEP_INTERVAL_SECONDS},
     })
-    path = folder / "config.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 async def post_emergency(session: aiohttp.ClientSession, base: str, body: str) -> None:

@@ -19,21 +19,17 @@ from pathlib import Path
 import aiohttp
 
 from bot.storage.database import make_engine
-from tests.conftest import ROOT
 from tests.fakes.twilio_api import FakeTwilio, SentSms
 from tests.fixtures import (
     ACCOUNT_SID,
     AUTH_TOKEN,
-    OUR_NUMBER,
     encode_form,
     load_twilio_form,
-    set_config_keys,
     twilio_signature,
 )
 from tests.subprocesses import (
     INBOUND_PATH,
     ONCALL_PHONE,
-    ONCALL_USER,
     add_oncall_staff,
     alive,
     escalations_opened,
@@ -45,6 +41,7 @@ from tests.subprocesses import (
     service_env,
     wait_for_sent,
     wait_healthy,
+    write_service_config,
 )
 
 EMERGENCIES = 12
@@ -60,21 +57,12 @@ PAGE_ORIGIN = re.compile(r"http://127\.0\.0\.1:(\d+)/console/escalations/")
 def write_config(folder: Path, port: int, database_url: str, twilio_url: str) -> Path:
     """The same config for every process except [server]: each is checked against its own
     public_url when verifying Twilio signatures."""
-    folder.mkdir()
-    example = (ROOT / "config.example.toml").read_text(encoding="utf-8")
-    text = set_config_keys(example, {
-        "server": {"port": port, "public_url": f"http://127.0.0.1:{port}"},
-        "database": {"url": database_url},
-        "sms": {"enabled": True, "account_sid": ACCOUNT_SID, "from_number": OUR_NUMBER,
-                "api_base_url": twilio_url, "max_per_second": 1000},
-        "oncall": {"rotation": [ONCALL_USER]},
+    return write_service_config(folder, port, database_url, twilio_url, {
+        "sms": {"max_per_second": 1000},
         "escalation": {"repage_after_seconds": REPAGE_AFTER_SECONDS,
                        "everyone_after_seconds": 3600, "repeats": 0,
                        "sweep_interval_seconds": SWEEP_INTERVAL_SECONDS},
     })
-    path = folder / "config.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 async def post_emergency(session: aiohttp.ClientSession, base: str, contact: str,
