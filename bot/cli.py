@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from aiohttp import web
 from alembic.util import CommandError as MigrationError
@@ -95,8 +95,18 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else ""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad arguments get one line on stderr, like every other refusal; the usage text is
+    one `--help` away."""
+
+    def error(self, message: str) -> NoReturn:
+        # What was typed is quoted back, so a control character in it must not break the line.
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {shown} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    parser = _OneLineParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help: str,
@@ -143,6 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     rekey = command("rekey", cmd_rekey,
                     "encrypt everything again with the newest key, so old keys can go")
     rekey.add_argument("--batch", type=int, default=500, help="rows per transaction")
+    rekey.add_argument("--pause", type=float, default=0.0, metavar="SECONDS",
+                       help="wait between batches, to leave a busy live service room")
     command("keygen", cmd_keygen, "print a fresh encryption key", config=False)
     return parser
 
@@ -411,7 +423,9 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     cipher = Cipher.from_env_value(settings.encryption_key.reveal())
     if args.batch < 1:
         raise CommandError("--batch must be at least 1")
-    batch = args.batch
+    if not 0 <= args.pause <= 60:
+        raise CommandError("--pause must be between 0 and 60 seconds")
+    batch, pause = args.batch, args.pause
 
     async def go() -> dict[str, int]:
         engine = make_engine(settings.database.url)
@@ -433,6 +447,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
                     if done.last_id is None:
                         break
                     after = done.last_id
+                    await asyncio.sleep(pause)
                 print(f"{table.name}: {total} values encrypted again")
             rehashed, after = 0, 0
             while True:
@@ -442,6 +457,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
                 if done.last_id is None:
                     break
                 after = done.last_id
+                await asyncio.sleep(pause)
             rehashed += await run_in_transaction(engine,
                                                  lambda s: rekey.rehash_staff(s, cipher))
             print(f"addresses hashed again: {rehashed}")

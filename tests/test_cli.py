@@ -5,6 +5,7 @@ exits non-zero with exactly one line on stderr and no traceback."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -17,13 +18,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, redirect_stderr, redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from bot.cli import _parser
 from bot.crypto import Cipher, generate_key
 from bot.domain import Channel
 from tests.conftest import ROOT
@@ -433,6 +437,41 @@ def test_oncall_set_refuses_bad_input_with_one_line(
 
     assert_one_line_error(bot(staffed, "oncall", "set", *args), named)
     assert count(staffed, "oncall_overrides") == before
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        pytest.param(["--batch", "0"], "--batch", id="batch-zero"),
+        pytest.param(["--pause", "-1"], "--pause", id="pause-negative"),
+        pytest.param(["--pause", "nan"], "--pause", id="pause-nan"),
+        pytest.param(["--pause", "soon"], "--pause", id="pause-not-a-number"),
+    ],
+)
+def test_rekey_refuses_bad_input_with_one_line(
+    staffed: Path, args: list[str], named: str
+) -> None:
+    assert_one_line_error(bot(staffed, "rekey", *args), named)
+
+
+WORDS = ["run", "check-config", "db", "upgrade", "staff", "add", "oncall", "set", "purge",
+         "page-test", "rekey", "keygen", "--batch", "--pause", "--wait", "--role", "--until",
+         "--config", "--phone", "-1", "0", "nan", "1e999", "", "\x00", "é", "--"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(WORDS) | st.text(max_size=12), max_size=6))
+def test_any_arguments_parse_or_fail_with_one_line(argv: list[str]) -> None:
+    """Whatever is typed, argparse either understands it or says why in one line."""
+    stderr = io.StringIO()
+    try:
+        with redirect_stderr(stderr), redirect_stdout(io.StringIO()):
+            _parser().parse_args(argv)
+    except SystemExit as exit_:
+        if exit_.code != 0:  # --help and the like exit 0
+            assert exit_.code == 2
+            assert len(stderr.getvalue().splitlines()) == 1, stderr.getvalue()
+            assert stderr.getvalue().startswith("error: ")
 
 
 # --- purge -----------------------------------------------------------------------------------

@@ -76,7 +76,8 @@ async def test_rekey_survives_a_kill_and_the_old_key_can_go(
     config.write_text(set_config_keys((ROOT / "config.example.toml").read_text(), {
         "database": {"url": env.database_url},
     }))
-    first = rekey(env.tmp_path, f"{new},{old}", "--batch", "5")
+    # Paused between batches, so the kill lands halfway however fast the machine is.
+    first = rekey(env.tmp_path, f"{new},{old}", "--batch", "5", "--pause", "0.05")
 
     async def well_under_way() -> bool:
         assert first.poll() is None, first.communicate()
