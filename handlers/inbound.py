@@ -39,7 +39,6 @@ from bot.storage.rows import (
     ConversationRow,
     insert_row,
     load_sender,
-    lock_sender,
 )
 from handlers import conversations, webchat
 from handlers.escalation import EscalationDeps
@@ -93,9 +92,8 @@ def take_in(
     auto_reply=False is for messages from the spool: the contact already had the safety
     text straight from the webhook, so the bot does not answer again, late.
     """
-    record_provider_event(session, msg.channel, msg.provider_id, now)
     hashes = deps.cipher.address_hashes(msg.channel, msg.address)
-    lock_sender(session.connection(), hashes)
+    record_provider_event(session, msg.channel, msg.provider_id, now, hashes)
     sender = load_sender(session.connection(), msg.channel, hashes)
     address_hash = sender.address_hash
     # Staff first: a message from a registered staff address is never a contact's.

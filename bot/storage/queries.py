@@ -13,18 +13,23 @@ from sqlalchemy.orm import Session
 
 from bot.domain import DuplicateMessage
 from bot.storage.models import AuditEntry, Contact, ProviderEvent
-from bot.storage.rows import execute_statement
+from bot.storage.rows import execute_statement, record_event_and_lock_sender
 
 
 def record_provider_event(
-    session: Session, channel: str, provider_id: str, now: datetime
+    session: Session, channel: str, provider_id: str, now: datetime, sender_hashes: list[str]
 ) -> None:
     """Insert the provider's message id; a replay hits the unique constraint and inserts
-    nothing (ON CONFLICT DO NOTHING: no savepoint, no check-then-insert race)."""
+    nothing (ON CONFLICT DO NOTHING: no savepoint, no check-then-insert race), and raises
+    DuplicateMessage. With several writers (PostgreSQL) the sender's contact row is locked
+    in the same statement (rows.record_event_and_lock_sender says why)."""
     conn = session.connection()
+    if conn.dialect.name != "sqlite":
+        record_event_and_lock_sender(conn, channel, provider_id, now, sender_hashes)
+        return
     inserted = execute_statement(
         conn,
-        _insert_event_once(conn.dialect.name),
+        _insert_event_once(),
         {"channel": channel, "provider_id": provider_id, "received_at": now},
     )
     if inserted != 1:
@@ -32,9 +37,8 @@ def record_provider_event(
 
 
 @cache
-def _insert_event_once(dialect: str) -> Insert:
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert(ProviderEvent.__table__).on_conflict_do_nothing(  # type: ignore[no-any-return]
+def _insert_event_once() -> Insert:
+    return sqlite_insert(ProviderEvent.__table__).on_conflict_do_nothing(  # type: ignore[no-any-return]
         index_elements=["channel", "provider_id"]
     )
 

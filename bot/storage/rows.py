@@ -26,15 +26,18 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from bot.domain import DuplicateMessage
 from bot.storage import direct
-from bot.storage.models import Contact, Conversation, Message, Outbox, Staff
+from bot.storage.models import Contact, Conversation, Message, Outbox, ProviderEvent, Staff
 
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
 STAFF: Table = Staff.__table__  # type: ignore[assignment]
+EVENTS: Table = ProviderEvent.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -160,19 +163,36 @@ class Sender:
 
 
 @cache
-def _lock_contact(count: int) -> Select[Any]:
-    return select(CONTACTS.c.id).where(_any_hash(CONTACTS.c.address_hash, count)) \
-        .with_for_update()
+def _event_and_lock(count: int) -> Select[Any]:
+    event = (
+        pg_insert(EVENTS)
+        .values(channel=bindparam("channel"), provider_id=bindparam("provider_id"),
+                received_at=bindparam("received_at"))
+        .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
+        .returning(EVENTS.c.id)
+        .cte("event")
+    )
+    locked = select(CONTACTS.c.id).where(_any_hash(CONTACTS.c.address_hash, count)) \
+        .with_for_update().cte("locked")
+    return select(select(func.count()).select_from(event).scalar_subquery().label("new"),
+                  select(func.count()).select_from(locked).scalar_subquery().label("locked"))
 
 
-def lock_sender(conn: Connection, hashes: list[str]) -> None:
-    """With several writers (PostgreSQL), two messages from one contact must not be taken
-    in side by side: both would see no open conversation and each would open one. Locking
-    the contact's row first makes the second wait for the first's commit, then read it.
-    (A contact new to both meets the unique address hash instead, and is taken again.)
-    SQLite has one writer, so nothing is needed there."""
-    if conn.dialect.name != "sqlite":
-        conn.execute(_lock_contact(len(hashes)), _hash_params(hashes))
+def record_event_and_lock_sender(conn: Connection, channel: str, provider_id: str,
+                                 now: datetime, hashes: list[str]) -> None:
+    """PostgreSQL: insert the provider's message id once (a replay raises DuplicateMessage)
+    and lock the sender's contact row, in one statement, as each is a round trip there.
+
+    With several writers, two messages from one contact must not be taken in side by
+    side: both would see no open conversation and each would open one. Locking the
+    contact's row first makes the second wait for the first's commit, then read it (in a
+    statement of its own, load_sender, which sees that commit). A contact new to both meets
+    the unique address hash instead, and is taken again. SQLite has one writer: nothing is
+    locked there (queries.record_provider_event)."""
+    values = {"channel": channel, "provider_id": provider_id, "received_at": now,
+              **_hash_params(hashes)}
+    if conn.execute(_event_and_lock(len(hashes)), values).one().new != 1:
+        raise DuplicateMessage(f"{channel} {provider_id}")
 
 
 def load_sender(conn: Connection, channel: str, hashes: list[str]) -> Sender:

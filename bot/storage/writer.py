@@ -22,8 +22,17 @@ connection (another process, a command-line tool) fails at once, and that batch 
 on the writer thread, which waits for the lock as long as busy_timeout allows. The loop's
 connection never checkpoints the WAL either (a checkpoint fsyncs): the writer thread does,
 once the WAL is as large as SQLite's own automatic checkpoint would let it grow, and the
-next batch waits for it there, as it waited for SQLite's. On other databases the same units
-run through AsyncSession.run_sync on the async driver.
+next batch waits for it there, as it waited for SQLite's.
+
+On PostgreSQL the same units run through AsyncSession.run_sync on the async driver, and
+batches are made the same way, several in flight at once: there each statement is a round
+trip to the server, and a transaction per message (BEGIN, the pool's check, COMMIT) cost
+as many round trips again as the message's own statements. A batch holds a row lock for a
+short while only (BATCH_LOCK_TIMEOUT_MS): a unit that would wait longer, for another
+process's transaction or a command-line tool's, fails the batch, and every unit in it then
+runs in a transaction of its own that waits as long as it takes. So one unit waiting on a
+row lock holds up its batch mates for that long at most, and nobody else at all. The
+writer's engine is its own (make_writer_engine), and stop() disposes it.
 """
 
 from __future__ import annotations
@@ -34,12 +43,13 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -50,6 +60,10 @@ T = TypeVar("T")
 Unit = Callable[[Session], T]
 log = logging.getLogger(__name__)
 TRANSACTIONS_IN_FLIGHT = 8  # per process, on PostgreSQL
+# How long a batch waits for a row lock before its units go on one by one: about as long as
+# a busy batch takes to commit, far less than a caller's write timeout.
+BATCH_LOCK_TIMEOUT_MS = 100
+NO_LOCK_TIMEOUT = text("SET LOCAL lock_timeout = 0")
 TRANSACTION_TRIES = 3
 # serialization_failure, deadlock_detected, and unique_violation: two processes creating the
 # same contact at once; the one that lost runs again and finds it.
@@ -125,7 +139,7 @@ class Writer:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._seal = _Seal()
-        # PostgreSQL: each unit is a transaction of its own, several at once.
+        # PostgreSQL: several batches at once, and units on their own after a failed batch.
         self._slots = asyncio.Semaphore(concurrency)
         self._transactions: set[asyncio.Task[None]] = set()
         self._running = False
@@ -135,17 +149,22 @@ class Writer:
         if self._sync_engine is not None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
             self._task = asyncio.create_task(self._loop(), name="db-writer")
+        else:
+            self._task = asyncio.create_task(self._batches(), name="db-writer")
 
     @property
     def alive(self) -> bool:
-        if self._sync_engine is None:
-            return self._running
-        return self._task is not None and not self._task.done()
+        return self._running and self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         self._running = False
-        if self._transactions:
-            # Transactions under way finish: their callers must learn the outcome.
+        if self._task is not None and self._sync_engine is None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while self._transactions:
+            # Transactions under way finish (a failed batch's units then run on their own):
+            # their callers must learn the outcome.
             await asyncio.gather(*self._transactions, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
@@ -157,6 +176,7 @@ class Writer:
         for sync_engine in (self._loop_engine, self._sync_engine):
             if sync_engine is not None:
                 sync_engine.dispose()
+        await self._engine.dispose()
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():
@@ -174,12 +194,7 @@ class Writer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         job = _Job(unit, future, notify)
-        if self._sync_engine is not None:
-            self._queue.put_nowait(job)
-        else:
-            task = asyncio.create_task(self._transaction(job))
-            self._transactions.add(task)
-            task.add_done_callback(self._transactions.discard)
+        self._queue.put_nowait(job)
         # One timer, not asyncio.timeout and shield: this runs for every message. A caller
         # that gives up must not cancel the batch for everyone else, only withdraw its unit.
         timer = loop.call_later(timeout, self._give_up, job) if timeout is not None else None
@@ -209,12 +224,11 @@ class Writer:
                     with contextlib.suppress(Exception):
                         await commit
                 finally:
-                    self._settle(batch, commit)
+                    self._settle(batch, _failure(commit))
                 raise
-            self._settle(batch, commit)
+            self._settle(batch, _failure(commit))
 
-    def _settle(self, batch: list[_Job], commit: asyncio.Future[None]) -> None:
-        failure = commit.exception() if commit.done() else WriterStopped("writer stopped")
+    def _settle(self, batch: list[_Job], failure: BaseException | None) -> None:
         if failure is not None:
             log.warning("db_batch_failed",
                         extra={"error": type(failure).__name__, "size": len(batch)})
@@ -264,6 +278,54 @@ class Writer:
         self._wal_largest = size
         return True
 
+    async def _batches(self) -> None:
+        """PostgreSQL: take what waits as one batch whenever a transaction slot is free, so
+        the busier the service, the larger its batches and the fewer its round trips."""
+        while True:
+            job = await self._queue.get()
+            try:
+                await self._slots.acquire()
+            except asyncio.CancelledError:
+                _fail([job], WriterStopped("database writer stopped"))
+                raise
+            batch = [job]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._spawn(self._batch_transaction(batch))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._transactions.add(task)
+        task.add_done_callback(self._transactions.discard)
+
+    async def _batch_transaction(self, batch: list[_Job]) -> None:
+        """One batch in one transaction (its slot already taken). If anything fails before
+        the commit (a unit raised, a row lock was held too long, the connection had gone,
+        a unit that ran was withdrawn), every unit runs again in a transaction of its own,
+        where its failure is its alone and a row lock is waited for. A failed COMMIT fails
+        the batch: whether it committed cannot be known, and running it again could do it
+        twice."""
+        committing = False
+        try:
+            async with AsyncSession(self._engine, expire_on_commit=False) as session, \
+                    session.begin():
+                await session.run_sync(_run_units, batch, False)
+                if not self._seal.seal(batch):
+                    raise _Withdrawn
+                committing = True
+        except Exception as exc:
+            if committing:
+                self._settle(batch, exc)
+                return
+        else:
+            self._settle(batch, None)
+            return
+        finally:
+            self._slots.release()
+        for job in batch:
+            if not job.withdrawn:
+                self._spawn(self._transaction(job))
+
     async def _transaction(self, job: _Job) -> None:
         """PostgreSQL: one unit, one transaction, several in flight, so a unit waiting on a
         row lock holds up nobody else. A deadlock or serialization failure rolls the unit
@@ -272,9 +334,12 @@ class Writer:
             for attempt in range(1, TRANSACTION_TRIES + 1):
                 if job.withdrawn:
                     return
+                committing = False
                 try:
                     async with AsyncSession(self._engine, expire_on_commit=False) as session, \
                             session.begin():
+                        # On its own, a unit waits for a row lock as long as it takes.
+                        await session.execute(NO_LOCK_TIMEOUT)
                         job.result, job.error, job.ran = None, None, True
                         job.notes = after_commit.collect(session)
                         try:
@@ -284,13 +349,14 @@ class Writer:
                             raise _UnitFailed from exc
                         if not self._seal.seal([job]):
                             raise _Withdrawn
+                        committing = True
                 except _Withdrawn:
                     return
                 except _UnitFailed:
                     if attempt < TRANSACTION_TRIES and _retryable(job.error):
                         continue
-                except Exception as exc:  # the commit itself failed
-                    if attempt < TRANSACTION_TRIES and _retryable(exc):
+                except Exception as exc:  # BEGIN or COMMIT failed
+                    if attempt < TRANSACTION_TRIES and _retryable(exc, committing):
                         continue
                     job.error = exc
                 break
@@ -392,11 +458,19 @@ def _checkpoint(engine: Engine) -> None:
         log.warning("wal_checkpoint_failed", extra={"error": type(exc).__name__})
 
 
-def _retryable(exc: BaseException | None) -> bool:
-    """PostgreSQL's "try the transaction again": a serialization failure or a deadlock."""
+def _retryable(exc: BaseException | None, committing: bool = False) -> bool:
+    """PostgreSQL's "try the transaction again": a serialization failure, a deadlock, or a
+    connection found gone (the pool then opens a new one), unless it went during COMMIT:
+    then the transaction may have committed, and running it again could do it twice."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return not committing
     orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) in RETRYABLE_SQLSTATES or \
         getattr(orig, "pgcode", None) in RETRYABLE_SQLSTATES
+
+
+def _failure(commit: asyncio.Future[None]) -> BaseException | None:
+    return commit.exception() if commit.done() else WriterStopped("writer stopped")
 
 
 def _settled(future: asyncio.Future[Any], timer: asyncio.TimerHandle | None) -> None:
