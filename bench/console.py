@@ -61,17 +61,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.inbound import (  # noqa: E402
+    CLOCKS,
     INBOUND_PATH,
     PUBLIC_URL,
-    START_NOW,
-    MondayClock,
+    MovingClock,
     WebhookFactory,
+    clock_ticks,
     example_config,
     json_safe,
     load_average,
     machine,
     percentile,
-    process_cpu_seconds,
     relay_log,
     stop_process,
     verdict,
@@ -85,6 +85,13 @@ from bot.storage.database import make_engine, run_in_transaction  # noqa: E402
 from handlers import staff_admin  # noqa: E402
 from tests.fakes.twilio_api import FakeTwilio  # noqa: E402
 from tests.fixtures import ACCOUNT_SID, AUTH_TOKEN, OUR_NUMBER, deep_merge  # noqa: E402
+
+START_NOW = CLOCKS["open"].start  # Monday 10:00 in Chicago, inside office hours
+
+
+def process_cpu_seconds(pid: int) -> float:
+    return clock_ticks(Path(f"/proc/{pid}/stat"))
+
 
 PASSWORD = "bench console password 01"  # a bench account on a throwaway copy
 READER = "bench-reader"
@@ -123,7 +130,7 @@ async def serve(workdir: Path, twilio_url: str, now: datetime) -> None:
     raw = server_raw_settings(workdir, twilio_url)
     environ = {name: os.environ[name] for name in secrets_env("")}
     settings = parse_settings(raw, environ, base_dir=workdir)
-    app = create_app(settings, MondayClock(now))
+    app = create_app(settings, MovingClock(now))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

@@ -34,6 +34,7 @@ import aiohttp
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.inbound import percentile
 from tests.conftest import ROOT
 from tests.crash_run import crash_run
 from tests.fakes.telegram_api import FakeTelegram
@@ -54,11 +55,6 @@ from tests.subprocesses import INBOUND_PATH, free_port, running, service_env, wa
 WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
 HUNG_SMS = 40  # more than the SMS channel's send slots
 TELEGRAM_CONTACTS = 50
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 async def telegram_while_twilio_hangs(folder: Path) -> dict[str, Any]:

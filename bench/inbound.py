@@ -387,10 +387,12 @@ class Load:
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of values sorted ascending; NaN for no values."""
+    """Nearest-rank percentile; NaN for no values. It sorts them itself: bench.metrics once
+    passed its scrape times in the order they were taken and printed a p95 below its p50."""
     if not values:
         return math.nan
-    return values[max(0, math.ceil(pct / 100 * len(values)) - 1)]
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 def merged(loads: Sequence[Load]) -> Load:
@@ -834,7 +836,9 @@ async def measure_service(
     gen: Generator, fake: FakeTwilio, tmp: Path, setup: str, clock: str,
     warmup: Batch, timed: Batch, opts: Options,
 ) -> dict[str, Any]:
-    workdir = tmp / f"{setup}-{clock}"
+    # A folder of its own for each run: a setup given twice must not find the first's
+    # database (its contacts, its WAL) and measure something else.
+    workdir = Path(tempfile.mkdtemp(prefix=f"{setup}-{clock}-", dir=tmp))
     async with database(setup, workdir, opts.postgres_url) as db, \
             services(db.url, workdir, SETUPS[setup], fake, clock,
                      (*opts.service_flags, *(["--no-metrics"] if NO_METRICS in setup else []))

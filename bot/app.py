@@ -47,7 +47,7 @@ from bot.outbox import OutboxWorker, Sender
 from bot.spool import Spool
 from bot.storage.database import ensure_schema, is_sqlite, make_engine, make_writer_engine
 from bot.storage.reader import Reader
-from bot.storage.writer import BATCH_LOCK_TIMEOUT_MS, Writer
+from bot.storage.writer import BATCH_LOCK_TIMEOUT_MS, TRANSACTIONS_IN_FLIGHT, Writer
 from handlers.escalation import EscalationDeps
 from handlers.inbound import InboundDeps
 from handlers.keywords import EmergencyMatcher
@@ -98,7 +98,8 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     """Builds the object graph; opens nothing. Resources are opened in cleanup contexts."""
     cipher = Cipher.from_env_value(settings.encryption_key.reveal())
     engine = make_engine(settings.database.url)
-    writer = Writer(make_writer_engine(settings.database.url, BATCH_LOCK_TIMEOUT_MS))
+    writer = Writer(make_writer_engine(settings.database.url, BATCH_LOCK_TIMEOUT_MS,
+                                       TRANSACTIONS_IN_FLIGHT))
     notifier = Notifier()
     senders: dict[str, Sender] = {}
     rates = {"sms": settings.sms.max_per_second, "telegram": settings.telegram.max_per_second,

@@ -31,14 +31,14 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-POOL_SIZE = 10  # connections per process on PostgreSQL: the writer's and the readers'
+POOL_SIZE = 10  # connections per process on PostgreSQL for the readers; the writer has its own
 POOL_OVERFLOW = 10
 MIGRATION_LOCK = 0x7472696167  # pg_advisory_lock key: "triag"
 
 
 def make_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
     if not is_sqlite(url):
-        return _postgres_engine(url, pre_ping=True)
+        return _postgres_engine(url, True, POOL_SIZE, POOL_OVERFLOW)
     engine = create_async_engine(url)
     _sqlite_setup(engine.sync_engine, busy_timeout_ms)
     return engine
@@ -47,18 +47,20 @@ def make_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
 WRITER_APPLICATION_NAME = "triage-writer"  # how pg_stat_activity shows its connections
 
 
-def make_writer_engine(url: str, lock_timeout_ms: int) -> AsyncEngine:
+def make_writer_engine(url: str, lock_timeout_ms: int, connections: int) -> AsyncEngine:
     """The writer's own engine (bot.storage.writer). On PostgreSQL its transactions wait at
     most lock_timeout_ms for a row lock, and its connections are not pinged before use:
     the ping cost three round trips per transaction, and the writer runs a transaction
-    again when its connection turns out to be gone. On SQLite it is make_engine's."""
+    again when its connection turns out to be gone. `connections`: as many as it has
+    transactions in flight. On SQLite it is make_engine's."""
     if is_sqlite(url):
         return make_engine(url)
-    return _postgres_engine(url, pre_ping=False, lock_timeout=str(lock_timeout_ms),
+    return _postgres_engine(url, False, connections, 0, lock_timeout=str(lock_timeout_ms),
                             application_name=WRITER_APPLICATION_NAME)
 
 
-def _postgres_engine(url: str, pre_ping: bool, **server_settings: str) -> AsyncEngine:
+def _postgres_engine(url: str, pre_ping: bool, pool_size: int, overflow: int,
+                     **server_settings: str) -> AsyncEngine:
     parsed = make_url(url)
     # `?search_path=name` puts the service's tables in a schema of their own (a shared
     # database, or one schema per test run); asyncpg takes it as a server setting.
@@ -66,8 +68,8 @@ def _postgres_engine(url: str, pre_ping: bool, **server_settings: str) -> AsyncE
     if search_path:
         parsed = parsed.difference_update_query(["search_path"])
         server_settings["search_path"] = str(search_path)
-    return create_async_engine(parsed, pool_pre_ping=pre_ping, pool_size=POOL_SIZE,
-                               max_overflow=POOL_OVERFLOW,
+    return create_async_engine(parsed, pool_pre_ping=pre_ping, pool_size=pool_size,
+                               max_overflow=overflow,
                                connect_args={"server_settings": server_settings})
 
 

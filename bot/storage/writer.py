@@ -317,6 +317,7 @@ class Writer:
             if committing:
                 self._settle(batch, exc)
                 return
+            log.info("db_batch_split", extra={"error": type(exc).__name__, "size": len(batch)})
         else:
             self._settle(batch, None)
             return
