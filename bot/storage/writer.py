@@ -158,7 +158,9 @@ class Writer:
 
     async def stop(self) -> None:
         self._running = False
-        if self._task is not None and self._sync_engine is None:
+        if self._task is not None:
+            # SQLite: a batch under way still commits (see _loop). PostgreSQL: no new batch
+            # starts, and those under way finish below.
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
@@ -166,10 +168,6 @@ class Writer:
             # Transactions under way finish (a failed batch's units then run on their own):
             # their callers must learn the outcome.
             await asyncio.gather(*self._transactions, return_exceptions=True)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
         if self._thread is not None:
             self._thread.shutdown(wait=True)  # a batch in flight finishes its commit
             self._thread = None
