@@ -85,10 +85,12 @@ class Metrics:
             buckets=ACK_BUCKETS, registry=registry)
         registry.register(scrape)
         # Every series exists from the start, at zero: increase() then sees the first one.
+        # The inbound counter's series, kept: taken() runs for every message, and labels()
+        # looks its child up under a lock each time.
+        self._taken = {(channel, outcome): self._inbound.labels(channel, outcome)
+                       for channel in CHANNELS for outcome in INBOUND_OUTCOMES}
         for channel in CHANNELS:
             self._first_reply.labels(channel)
-            for outcome in INBOUND_OUTCOMES:
-                self._inbound.labels(channel, outcome)
             for kind in KINDS:
                 self._failed.labels(channel, kind)
                 self._retried.labels(channel, kind)
@@ -97,7 +99,9 @@ class Metrics:
                 self._rejected.labels(webhook, reason)
 
     def taken(self, channel: str, outcome: str) -> None:
-        self._inbound.labels(known(channel, CHANNELS), known(outcome, INBOUND_OUTCOMES)).inc()
+        series = self._taken.get((channel, outcome)) or self._inbound.labels(
+            known(channel, CHANNELS), known(outcome, INBOUND_OUTCOMES))
+        series.inc()
 
     def rejected(self, webhook: str, reason: str) -> None:
         self._rejected.labels(known(webhook, WEBHOOKS), known(reason, REJECTIONS)).inc()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.orm import Session
 
 from bot.crypto import Cipher
@@ -94,7 +94,8 @@ def take_in(
     """
     hashes = deps.cipher.address_hashes(msg.channel, msg.address)
     record_provider_event(session, msg.channel, msg.provider_id, now, hashes)
-    sender = load_sender(session.connection(), msg.channel, hashes)
+    conn = session.connection()
+    sender = load_sender(conn, msg.channel, hashes)
     address_hash = sender.address_hash
     # Staff first: a message from a registered staff address is never a contact's.
     staff = session.get(Staff, sender.staff_id) if sender.staff_id is not None else None
@@ -102,8 +103,8 @@ def take_in(
         command = handle_staff_message(session, deps.escalation, staff, msg, now)
         note(session, log, "staff_message", channel=msg.channel.value, staff=staff.id)
         return InboundOutcome(staff=True, escalation_id=command.escalation_id)
-    turn = _Turn(session, deps, msg, now, auto_reply, sender.contact, sender.conversation,
-                 address_hash)
+    turn = _Turn(session, conn, deps, msg, now, auto_reply, sender.contact,
+                 sender.conversation, address_hash)
     turn.handle()
     turn.save()
     conversation_id = turn.outcome.conversation_id
@@ -111,7 +112,9 @@ def take_in(
             and conversation_id is not None and deps.hours.is_open(now)):
         announce_new_conversation(session, deps.staff_chat, deps.cipher, conversation_id,
                                   msg.channel.value, now)
-    note(session, log, "inbound_taken", channel=msg.channel.value,
+    # At DEBUG: a line per message cost 5% of the CPU of each (README, Benchmarks). The
+    # counts are in triage_inbound_messages; an emergency logs its escalation at INFO.
+    note(session, log, "inbound_taken", logging.DEBUG, channel=msg.channel.value,
          conversation=turn.outcome.conversation_id, keyword=turn.outcome.keyword,
          emergency=turn.outcome.emergency, replies=turn.outcome.replies)
     return turn.outcome
@@ -124,6 +127,7 @@ class _Turn:
     def __init__(
         self,
         session: Session,
+        conn: Connection,
         deps: InboundDeps,
         msg: InboundMessage,
         now: datetime,
@@ -133,7 +137,7 @@ class _Turn:
         address_hash: str,
     ) -> None:
         self.session = session
-        self.conn = session.connection()
+        self.conn = conn
         self.deps = deps
         self.msg = msg
         self.now = now

@@ -135,7 +135,7 @@ def _load(session: Session, number: int) -> _Target:
     ).mappings().first()
     if found is None:
         raise ConversationNotFound(number)
-    row = ConversationRow(**{col.name: found[col.name] for col in ConversationRow.columns()})
+    row = ConversationRow.loaded(found)
     return _Target(row, found["channel"], found["contact_id"], found["assigned_to"],
                    found["opened_at"], found["first_staff_reply_at"], found["address_enc"],
                    found["address_hash"], bool(found["opted_out"]))

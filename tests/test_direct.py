@@ -8,14 +8,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Column, Engine, Integer, MetaData, Table, bindparam, insert, select, update
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.orm import Session
 
 from bot.domain import OutboxStatus
 from bot.storage import direct
 from bot.storage.database import make_sync_engine
-from bot.storage.models import Base, Contact, Outbox
+from bot.storage.models import Base, Contact, Outbox, UTCDateTime
 from bot.storage.rows import CONTACTS, OUTBOX
 
 NOW = datetime(2026, 11, 30, 16, 0, 12, 345678, tzinfo=UTC)
@@ -147,3 +150,21 @@ def test_direct_refuses_a_left_out_column_whose_default_is_not_a_constant(engine
         table.create(conn)
         with pytest.raises(TypeError, match="give n a value"):
             direct.insert(conn, insert(table), {"id": 1})
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                    timezones=st.timezones()))
+def test_utc_columns_bind_the_same_text_as_sqlalchemys_two_steps(value: datetime) -> None:
+    # UTCDateTime binds in one step on SQLite; SQLAlchemy would run process_bind_param
+    # and then DateTime's own string format. A different text would sort and compare
+    # differently from the rows already stored.
+    dialect = sqlite_dialect()
+    column = UTCDateTime()
+    fused = column.dialect_impl(dialect).bind_processor(dialect)
+    two_steps = column.impl.dialect_impl(dialect).bind_processor(dialect)
+    assert fused is not None and two_steps is not None
+    assert fused(value) == two_steps(column.process_bind_param(value, dialect))
+    assert fused(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        fused(value.replace(tzinfo=None))

@@ -56,7 +56,8 @@ class Notes:
 
 def note(session: Session, logger: logging.Logger, event: str, level: int = logging.INFO,
          **fields: Any) -> None:
-    _add(session, Note(logger, level, event, fields))
+    if logger.isEnabledFor(level):  # a DEBUG line per message costs nothing when off
+        _add(session, Note(logger, level, event, fields))
 
 
 def observe(session: Session, what: Observed, value: float = 1.0, **labels: str) -> None:

@@ -8,10 +8,11 @@ small tracked rows; attribute writes are remembered and saved with one UPDATE ea
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from sqlalchemy import (
     Connection,
@@ -61,6 +62,18 @@ class _Tracked:
     def columns(cls) -> tuple[Any, ...]:
         return _columns(cls)
 
+    @classmethod
+    def loaded(cls, values: Mapping[str, Any], prefix: str = "") -> Self:
+        """The row as read, from `values` by column name (with `prefix`). Filled in directly:
+        the dataclass __init__ would send every field through __setattr__'s tracking, and
+        this runs for every inbound message."""
+        row = object.__new__(cls)
+        state = row.__dict__
+        for key, name in _keys(cls, prefix):
+            state[name] = values[key]
+        state["_changed"] = {}
+        return row
+
     def save(self, conn: Connection) -> None:
         changed: dict[str, Any] = self.__dict__["_changed"]
         if changed:
@@ -99,6 +112,11 @@ class ConversationRow(_Tracked):
 def _columns(cls: type[_Tracked]) -> tuple[Any, ...]:
     # Once per class: every inbound message builds its rows from these.
     return tuple(cls.table.c[f.name] for f in fields(cls))
+
+
+@cache
+def _keys(cls: type[_Tracked], prefix: str) -> tuple[tuple[str, str], ...]:
+    return tuple((prefix + f.name, f.name) for f in fields(cls))
 
 
 # Statements are built once and run with parameters: building one per call (bind
@@ -202,14 +220,11 @@ def load_sender(conn: Connection, channel: str, hashes: list[str]) -> Sender:
     values = direct.one(conn, _sender_query(channel, len(hashes)), _hash_params(hashes))
     if values["id"] is None:
         return Sender(values["staff_id"], None, None, hashes[0])
-    contact = ContactRow(**{c.name: values[c.name] for c in ContactRow.columns()})
+    contact = ContactRow.loaded(values)
     stored = values["stored_hash"]
     if values["v_id"] is None:
         return Sender(values["staff_id"], contact, None, stored)
-    conversation = ConversationRow(
-        **{c.name: values[f"v_{c.name}"] for c in ConversationRow.columns()}
-    )
-    return Sender(values["staff_id"], contact, conversation, stored)
+    return Sender(values["staff_id"], contact, ConversationRow.loaded(values, "v_"), stored)
 
 
 def insert_row(conn: Connection, table: Table, **values: Any) -> int:
