@@ -168,3 +168,29 @@ def test_utc_columns_bind_the_same_text_as_sqlalchemys_two_steps(value: datetime
     assert fused(None) is None
     with pytest.raises(ValueError, match="naive"):
         fused(value.replace(tzinfo=None))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                 timezones=st.timezones()).map(
+        lambda value: UTCDateTime().dialect_impl(sqlite_dialect()).bind_processor(
+            sqlite_dialect())(value)),
+    st.text(alphabet="0123456789-: .T+Z", max_size=32),
+))
+def test_utc_columns_read_what_sqlalchemys_two_steps_read(stored: str) -> None:
+    # Stored text (ours, or anything else found in the column) reads as it would through
+    # DateTime's parser and process_result_value: the same datetime, or the same error.
+    dialect = sqlite_dialect()
+    column = UTCDateTime()
+    fused = column.dialect_impl(dialect).result_processor(dialect, None)
+    parse = column.impl.dialect_impl(dialect).result_processor(dialect, None)
+    assert fused is not None and parse is not None
+    try:
+        expected = column.process_result_value(parse(stored), dialect)
+    except ValueError:
+        with pytest.raises(ValueError):
+            fused(stored)
+        return
+    assert fused(stored) == expected
+    assert fused(None) is None

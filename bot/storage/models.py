@@ -54,6 +54,27 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        """On SQLite, DateTime's own parsing and then process_result_value in one step, a
+        sixth of the cost: each inbound message reads a few of these. The text we stored
+        is read as UTC; anything else falls back to the two steps."""
+        two_steps = super().result_processor(dialect, coltype)
+        if dialect.name != "sqlite" or two_steps is None:
+            return two_steps
+
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            try:
+                parsed = datetime.fromisoformat(value + "+00:00")
+            except (TypeError, ValueError):
+                parsed = None
+            if parsed is None or parsed.tzinfo is None:  # a date alone ignores the offset
+                return two_steps(value)  # type: ignore[no-any-return]
+            return parsed
+
+        return process
+
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         """On SQLite, process_bind_param and then DateTime's own string format in one step:
         every inbound message binds three of these, and the two steps cost three times
@@ -66,7 +87,8 @@ class UTCDateTime(TypeDecorator[datetime]):
                 return None
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to a UTC column")
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            # In UTC, then without its "+00:00": cheaper than replace(tzinfo=None).
+            return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
         return process
 

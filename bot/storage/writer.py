@@ -140,7 +140,7 @@ class Writer:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._seal = _Seal()
-        self._deadlines: Deadlines[_Job] = Deadlines(self._give_up, lambda job: job.future.done())
+        self._deadlines: Deadlines[_Job] = Deadlines(self._give_up)
         # PostgreSQL: several batches at once, and units on their own after a failed batch.
         self._slots = asyncio.Semaphore(concurrency)
         self._transactions: set[asyncio.Task[None]] = set()
@@ -199,7 +199,7 @@ class Writer:
         # A deadline, not asyncio.timeout and shield: a caller that gives up must not cancel
         # the batch for everyone else, only withdraw its unit.
         if timeout is not None:
-            self._deadlines.add(loop, job, timeout)
+            self._deadlines.add(loop, future, job, timeout)
         future.add_done_callback(_settled)
         return await future
 
