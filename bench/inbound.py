@@ -727,7 +727,8 @@ def py_spy_path(folder: Path | None) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def py_spy(folder: Path | None, name: str, servers: Sequence[Server]) -> AsyncIterator[None]:
+async def py_spy(folder: Path | None, rate: int, name: str,
+                 servers: Sequence[Server]) -> AsyncIterator[None]:
     """With --profile: py-spy records each server while the timed batch runs (collapsed
     stacks, one file per process; `python -m bench.where_time_goes FILE` sums them)."""
     exe = py_spy_path(folder)
@@ -736,7 +737,7 @@ async def py_spy(folder: Path | None, name: str, servers: Sequence[Server]) -> A
         return
     procs = [
         await asyncio.create_subprocess_exec(
-            exe, "record", "--pid", str(s.pid), "--rate", "200", "--format", "raw",
+            exe, "record", "--pid", str(s.pid), "--rate", str(rate), "--format", "raw",
             "--threads", "--nonblocking", "--output", str(folder / f"{name}-p{i}.txt"),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
@@ -829,6 +830,7 @@ class Options:
     clocks: tuple[str, ...]
     postgres_url: str
     profile: Path | None
+    profile_rate: int  # py-spy samples per second
     service_flags: tuple[str, ...]  # handed to each `--serve full`: logs and gc
 
 
@@ -846,7 +848,7 @@ async def measure_service(
         warm = await gen.send(servers, warmup)
         roles = await thread_roles(gen.session, servers)
         before = await cpu_sample(servers, db.admin)
-        async with py_spy(opts.profile, f"{setup}-{clock}", servers):
+        async with py_spy(opts.profile, opts.profile_rate, f"{setup}-{clock}", servers):
             load = await gen.send(servers, timed)
         after = await cpu_sample(servers, db.admin)
         roles.update(await thread_roles(gen.session, servers))
@@ -1182,6 +1184,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="seconds after which a timed batch stops sending")
     parser.add_argument("--profile", type=Path,
                         help="record each timed batch with py-spy into this folder")
+    parser.add_argument("--profile-rate", type=int, default=200,
+                        help="py-spy samples per second with --profile (200)")
     parser.add_argument("--quick", action="store_true",
                         help="small smoke run: 3000 requests (1000 on PostgreSQL), 500 warm-up, "
                              "15000 bare, 100 replies, unless given")
@@ -1209,10 +1213,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.clocks = tuple(c for c in args.clocks.split(",") if c)
     if not set(args.setups) <= set(SETUPS) or not set(args.clocks) <= set(CLOCKS):
         parser.error(f"--setups takes {', '.join(SETUPS)}; --clocks takes {', '.join(CLOCKS)}")
-    if min(args.requests, args.bare_requests, args.connections, args.replies) < 1 \
-            or args.reply_rate <= 0:
-        parser.error("--requests, --bare-requests, --connections, --replies and --reply-rate "
-                     "must be positive")
+    if min(args.requests, args.bare_requests, args.connections, args.replies,
+           args.profile_rate) < 1 or args.reply_rate <= 0:
+        parser.error("--requests, --bare-requests, --connections, --replies, --reply-rate "
+                     "and --profile-rate must be positive")
     if args.warmup < 0 or args.time_limit <= 0:
         parser.error("--warmup must not be negative and --time-limit must be positive")
     if args.serve == "full" and (args.db_url is None or args.db_dir is None
@@ -1237,7 +1241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.requests, args.warmup, args.bare_requests,
         min(args.postgres_requests, args.requests), args.connections, args.replies,
         args.reply_rate, args.time_limit, args.setups, args.clocks, args.postgres_url,
-        args.profile,
+        args.profile, args.profile_rate,
         ("--log-level", args.log_level, *(() if args.tune_gc else ("--no-gc-tuning",))),
     )
     result = asyncio.run(bench(opts, wrk))
