@@ -55,7 +55,6 @@ from sqlalchemy.orm import Session
 
 from bot.storage import after_commit
 from bot.storage.database import is_sqlite, make_sync_engine
-from bot.storage.deadlines import Deadlines
 
 T = TypeVar("T")
 Unit = Callable[[Session], T]
@@ -140,7 +139,6 @@ class Writer:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._seal = _Seal()
-        self._deadlines: Deadlines[_Job] = Deadlines(self._give_up)
         # PostgreSQL: several batches at once, and units on their own after a failed batch.
         self._slots = asyncio.Semaphore(concurrency)
         self._transactions: set[asyncio.Task[None]] = set()
@@ -173,7 +171,6 @@ class Writer:
         if self._thread is not None:
             self._thread.shutdown(wait=True)  # a batch in flight finishes its commit
             self._thread = None
-        self._deadlines.cancel()
         for sync_engine in (self._loop_engine, self._sync_engine):
             if sync_engine is not None:
                 sync_engine.dispose()
@@ -196,11 +193,10 @@ class Writer:
         future: asyncio.Future[T] = loop.create_future()
         job = _Job(unit, future, notify)
         self._queue.put_nowait(job)
-        # A deadline, not asyncio.timeout and shield: a caller that gives up must not cancel
-        # the batch for everyone else, only withdraw its unit.
-        if timeout is not None:
-            self._deadlines.add(loop, future, job, timeout)
-        future.add_done_callback(_settled)
+        # One timer, not asyncio.timeout and shield: this runs for every message. A caller
+        # that gives up must not cancel the batch for everyone else, only withdraw its unit.
+        timer = loop.call_later(timeout, self._give_up, job) if timeout is not None else None
+        future.add_done_callback(lambda f: _settled(f, timer))
         return await future
 
     def _give_up(self, job: _Job) -> None:
@@ -476,7 +472,9 @@ def _failure(commit: asyncio.Future[None]) -> BaseException | None:
     return commit.exception() if commit.done() else WriterStopped("writer stopped")
 
 
-def _settled(future: asyncio.Future[Any]) -> None:
+def _settled(future: asyncio.Future[Any], timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
     # Read the outcome here too, so that one nobody awaits any more (the caller was
     # cancelled) is not reported as "never retrieved".
     if not future.cancelled():
