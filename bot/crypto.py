@@ -107,6 +107,8 @@ class Cipher:
 
     def address_hashes(self, channel: str, address: str) -> list[str]:
         """Every hash the address may be stored under, newest first, for lookups."""
+        if len(self._lookups) == 1 and not self._retired:  # no rotation under way
+            return [_hmac(next(iter(self._lookups.values())), channel, address)]
         keys = [*self._lookups.values(), *self._retired.values()]
         return list(dict.fromkeys(_hmac(key, channel, address) for key in keys))
 

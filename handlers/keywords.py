@@ -99,6 +99,8 @@ def _fold(text: str, chars: dict[int, str | None] = _KEYWORD_CHARS) -> str:
 
 
 def _is_edge_junk(ch: str) -> bool:
+    if ch.isalnum():  # the usual edge of a message, and never space or punctuation
+        return False
     return ch.isspace() or unicodedata.category(ch).startswith("P")
 
 
@@ -272,8 +274,10 @@ class EmergencyMatcher:
         if self._pattern is None:
             return False
         pattern = self._pattern
-        return any(pattern.search(_word_fold(variant)) is not None
-                   for variant in _invisible_variants(text))
+        for variant in _invisible_variants(text):
+            if pattern.search(_word_fold(variant)) is not None:
+                return True
+        return False
 
 
 # Language guess for a first message. Words are compared after _word_fold, so they are

@@ -25,14 +25,13 @@ MESSAGE_STATUSES = frozenset({
     "undelivered", "receiving", "received", "read", "partially_delivered",
 })  # fmt: skip
 
-Check = Callable[[str], bool]
+Check = Callable[[str], object]  # truthy when the value is well formed
 
 
 def _shaped(pattern: str) -> Check:
     # ASCII digits only ([0-9], never \d, which matches every script's digits), and fullmatch
     # so that nothing (a newline, a NUL) can trail the match.
-    compiled = re.compile(pattern)
-    return lambda value: compiled.fullmatch(value) is not None
+    return re.compile(pattern).fullmatch
 
 
 # E.164 (+, then 7 to 15 digits, not starting with 0), or a short code of 3 to 8 digits.

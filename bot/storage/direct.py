@@ -32,14 +32,15 @@ class _Compiled:
     sql: str
     names: tuple[str, ...]  # bind names, in the order of the ? placeholders
     fixed: Mapping[str, Any]  # values the statement itself carries (status = 'pending')
-    binds: tuple[Processor, ...]
+    binds: tuple[tuple[int, Callable[[Any], Any]], ...]  # placeholder and its processor
     results: tuple[tuple[str, Processor], ...]  # for a SELECT: column name and processor
 
     def parameters(self, values: Mapping[str, Any]) -> list[Any]:
-        out = []
-        for name, process in zip(self.names, self.binds, strict=True):
-            value = values[name] if name in values else self.fixed[name]
-            out.append(value if process is None or value is None else process(value))
+        fixed = self.fixed
+        out = [values[name] if name in values else fixed[name] for name in self.names]
+        for i, process in self.binds:  # most values need no processing
+            if out[i] is not None:
+                out[i] = process(out[i])
         return out
 
     def row(self, raw: tuple[Any, ...]) -> dict[str, Any]:
@@ -72,8 +73,10 @@ def _compiled(statement: Executable, names: tuple[str, ...], dialect: Dialect) -
         names=tuple(compiled.positiontup),
         fixed=fixed,
         binds=tuple(
-            binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in compiled.positiontup
+            (i, process) for i, process in enumerate(
+                binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+                for name in compiled.positiontup
+            ) if process is not None
         ),
         results=results,
     )
