@@ -23,6 +23,7 @@ from alembic.util import CommandError as MigrationError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 from bot.app import create_app, paging_deps, tune_gc, utc_now
@@ -280,6 +281,14 @@ def cmd_db_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _writes(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for a transaction that writes while the service may be running. On SQLite
+    it takes the write lock at BEGIN and waits its turn (busy_timeout): begun as a reader, it
+    would fail at its first write whenever the service committed since its first read
+    ("database is locked" at once, which no busy timeout waits out)."""
+    return engine.execution_options(sqlite_immediate=True)
+
+
 def _with_session(settings: Settings, work: Callable[[Session], T]) -> T:
     """Run `work` in one transaction against the configured database."""
 
@@ -287,7 +296,7 @@ def _with_session(settings: Settings, work: Callable[[Session], T]) -> T:
         engine = make_engine(settings.database.url)
         try:
             await ensure_schema(engine)
-            return await run_in_transaction(engine, work)
+            return await run_in_transaction(_writes(engine), work)
         finally:
             await engine.dispose()
 
@@ -362,9 +371,7 @@ def cmd_page_test(args: argparse.Namespace) -> int:
         engine = make_engine(settings.database.url)
         try:
             await ensure_schema(engine)
-            # On SQLite the write lock is taken at BEGIN, so the service's commits cannot
-            # make this transaction fail half-way (it waits its turn instead).
-            writes = engine.execution_options(sqlite_immediate=True)
+            writes = _writes(engine)
             try:
                 queued = await run_in_transaction(writes, queue)
             except page_tests.PageTestError as exc:
@@ -431,9 +438,10 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         engine = make_engine(settings.database.url)
         try:
             await ensure_schema(engine)
+            writes = _writes(engine)  # a live service writes meanwhile
             await run_in_transaction(engine, lambda s: rekey.load_retired(s, cipher))
             now = utc_now()
-            kept = await run_in_transaction(engine,
+            kept = await run_in_transaction(writes,
                                             lambda s: rekey.keep_lookup_keys(s, cipher, now))
             for kid in kept:
                 print(f"kept the lookup key of {kid}, for what cannot be hashed again")
@@ -441,7 +449,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
                 total, after = 0, 0
                 while True:
                     done = await run_in_transaction(
-                        engine, lambda s, t=table, a=after: rekey.rekey_batch(s, cipher, t, a,
+                        writes, lambda s, t=table, a=after: rekey.rekey_batch(s, cipher, t, a,
                                                                               batch))
                     total += done.reencrypted
                     if done.last_id is None:
@@ -452,13 +460,13 @@ def cmd_rekey(args: argparse.Namespace) -> int:
             rehashed, after = 0, 0
             while True:
                 done = await run_in_transaction(
-                    engine, lambda s, a=after: rekey.rehash_contacts(s, cipher, a, batch))
+                    writes, lambda s, a=after: rekey.rehash_contacts(s, cipher, a, batch))
                 rehashed += done.rehashed
                 if done.last_id is None:
                     break
                 after = done.last_id
                 await asyncio.sleep(pause)
-            rehashed += await run_in_transaction(engine,
+            rehashed += await run_in_transaction(writes,
                                                  lambda s: rekey.rehash_staff(s, cipher))
             print(f"addresses hashed again: {rehashed}")
             return await run_in_transaction(engine, lambda s: rekey.remaining(s, cipher))

@@ -186,7 +186,9 @@ class _Turn:
         contact.opted_out = True
         if not already:
             contact.opted_out_at = self.now
-        cancel_pending_to_contact(self.session, contact.id, self.now)
+        # A second STOP right after the first (a double tap) must not call back the first's
+        # confirmation before it went out: the contact would never learn STOP worked.
+        cancel_pending_to_contact(self.session, contact.id, self.now, keep_optout_confirm=already)
         if self.open_conversation is not None:
             self._store_inbound(self.open_conversation)
         audit(self.session, self.now, "contact_opted_out", "contact", contact.id)

@@ -26,10 +26,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from bot.cli import _parser
+from bot.cli import _parser, _writes
 from bot.crypto import Cipher, generate_key
 from bot.domain import Channel
+from bot.storage.database import ensure_schema, make_engine, run_in_transaction
+from bot.storage.models import ProviderEvent, Staff
 from tests.conftest import ROOT
 from tests.waiting import eventually
 
@@ -532,3 +536,37 @@ def test_run_does_not_spin_while_idle(running: tuple[subprocess.Popen[bytes], in
     used = cpu_seconds(process.pid) - before
 
     assert used < IDLE_SECONDS * IDLE_CPU_SHARE, f"{used:.2f}s CPU in {IDLE_SECONDS}s idle"
+
+
+async def test_a_command_that_writes_holds_sqlites_write_lock_from_its_begin(tmp_path: Path):
+    # The running service commits between a command's first read and its first write (here
+    # another connection tries to). Begun as a reader, the command would fail at that write
+    # at once, "database is locked", whatever the busy timeout: `oncall set` did so now and
+    # then. Holding the lock from BEGIN, the command goes on and the other write waits (with
+    # no busy timeout, as the service's own loop connection has: refused at once).
+    path = tmp_path / "lock.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    other = sqlite3.connect(path, timeout=0)
+    refused: list[str] = []
+
+    def command(session: Session) -> None:
+        session.execute(select(Staff.id)).all()  # the command's first read
+        try:
+            other.execute("INSERT INTO provider_events (channel, provider_id, received_at) "
+                          "VALUES ('sms', 'SM-service', '2026-12-02 10:00:00.000000')")
+            other.commit()
+        except sqlite3.OperationalError as exc:
+            refused.append(str(exc))
+        session.add(ProviderEvent(channel="sms", provider_id="SM-command",
+                                  received_at=datetime.now(UTC)))
+        session.flush()  # its first write
+
+    try:
+        await ensure_schema(engine)
+        await run_in_transaction(_writes(engine), command)
+    finally:
+        await engine.dispose()
+    with closing(other):
+        stored = other.execute("SELECT provider_id FROM provider_events").fetchall()
+    assert refused == ["database is locked"]
+    assert stored == [("SM-command",)]

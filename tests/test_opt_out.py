@@ -16,6 +16,8 @@ from bot.storage.models import Contact, Conversation, Message, Outbox
 from tests.conftest import Service, example_config
 from tests.fixtures import CONTACT_NUMBER, TELEGRAM_CONTACT_ID
 from tests.test_escalation import ALICE, ALICE_CHAT, ONCALL, POLICY, register_staff
+from tests.test_sms_flow import wait_until
+from tests.waiting import eventually
 
 EN = example_config()["replies"]["en"]
 OPTOUT_CONFIRM = EN["optout_confirm"]
@@ -87,6 +89,32 @@ async def test_second_stop_gets_no_second_confirmation(contact: Contact_):
     await contact.write("stop!")
     await contact.svc.outbox_idle()
     assert contact.received()[1:] == confirmations(contact.channel)
+
+
+async def test_stop_again_before_the_confirmation_went_out_still_confirms_once(
+    start_service, fake_twilio, fake_telegram, clock
+):
+    # A double tap on STOP: the second comes while the first's confirmation waits for a
+    # retry (Telegram failed it once). The second STOP must not call that confirmation back.
+    svc = await start_service(fake_twilio, fake_telegram, oncall=ONCALL, escalation=POLICY)
+    contact = Contact_(svc, "telegram", {"sms": fake_twilio, "telegram": fake_telegram})
+    await contact.write("Hello")
+    await svc.outbox_idle()
+    fake_telegram.fail_next(500)
+    await contact.write("STOP")
+    await wait_until(svc, lambda rows: any(
+        r.kind == OutboxKind.OPTOUT_CONFIRM and r.attempts == 1 and r.status == "pending"
+        for r in rows))
+    await contact.write("STOP")
+    clock.advance(seconds=5)  # past the retry's backoff
+    svc.services.worker.wake()
+
+    async def confirmed() -> bool:
+        return len(contact.received()) == 2
+
+    await eventually(confirmed, "the opt-out confirmation, sent on its retry")
+    await svc.outbox_idle()
+    assert contact.received()[1:] == [OPTOUT_CONFIRM]
 
 
 async def test_start_after_erase_while_opted_out_is_answered_again(contact: Contact_):

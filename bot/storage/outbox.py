@@ -239,14 +239,19 @@ def retry_later(
     )
 
 
-def cancel_pending_to_contact(session: Session, contact_id: int, now: datetime) -> None:
-    """Nothing queued may still go out after STOP, EXIT or DELETE."""
+def cancel_pending_to_contact(
+    session: Session, contact_id: int, now: datetime, keep_optout_confirm: bool = False
+) -> None:
+    """Nothing queued may still go out after STOP, EXIT or DELETE. keep_optout_confirm: for
+    a STOP repeated before the first one's confirmation went out, which must still go."""
+    kept = [Outbox.kind != OutboxKind.OPTOUT_CONFIRM] if keep_optout_confirm else []
     session.execute(
         update(Outbox)
         .where(
             Outbox.contact_id == contact_id,
             # A row already handed to the provider cannot be called back.
             Outbox.status == OutboxStatus.PENDING,
+            *kept,
         )
         .values(status=OutboxStatus.CANCELLED, address_enc=None, body_enc=None, updated_at=now)
     )
