@@ -66,12 +66,12 @@ from bench.inbound import (  # noqa: E402
     PUBLIC_URL,
     MovingClock,
     WebhookFactory,
-    clock_ticks,
     example_config,
     json_safe,
     load_average,
     machine,
     percentile,
+    process_cpu_seconds,
     relay_log,
     stop_process,
     verdict,
@@ -87,11 +87,6 @@ from tests.fakes.twilio_api import FakeTwilio  # noqa: E402
 from tests.fixtures import ACCOUNT_SID, AUTH_TOKEN, OUR_NUMBER, deep_merge  # noqa: E402
 
 START_NOW = CLOCKS["open"].start  # Monday 10:00 in Chicago, inside office hours
-
-
-def process_cpu_seconds(pid: int) -> float:
-    return clock_ticks(Path(f"/proc/{pid}/stat"))
-
 
 PASSWORD = "bench console password 01"  # a bench account on a throwaway copy
 READER = "bench-reader"

@@ -567,6 +567,11 @@ def clock_ticks(stat_path: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of another process, all its threads together."""
+    return clock_ticks(Path(f"/proc/{pid}/stat"))
+
+
 def thread_cpu(pid: int) -> dict[int, float]:
     tasks = Path(f"/proc/{pid}/task")
     with contextlib.suppress(OSError):

@@ -46,7 +46,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import resource
 import sys
@@ -74,6 +73,7 @@ from bench.inbound import (  # noqa: E402
     load_average,
     machine,
     percentile,
+    process_cpu_seconds,
     relay_log,
     stop_process,
     verdict,
@@ -183,12 +183,6 @@ async def server_process(workdir: Path, max_sessions: int) -> AsyncIterator[Serv
 def new_log(path: Path) -> IO[bytes]:
     path.parent.mkdir()
     return path.open("wb")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of another process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
