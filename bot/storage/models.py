@@ -33,6 +33,12 @@ NAMING = {
 }
 
 
+def _in_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(UTC)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC in, aware UTC out. PostgreSQL keeps it as timestamptz; SQLite, which has
     no time zones, as naive UTC. Comparing naive with aware datetimes is a bug waiting to
@@ -44,9 +50,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
+        value = _in_utc(value)
         return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -85,10 +89,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to a UTC column")
-            # In UTC, then without its "+00:00": cheaper than replace(tzinfo=None).
-            return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+            # Without its "+00:00": cheaper than replace(tzinfo=None).
+            return _in_utc(value).isoformat(" ", "microseconds")[:26]
 
         return process
 
